@@ -1,0 +1,107 @@
+"""One measured configuration: the unit the runner executes, stores, resumes and compares.
+
+Why frozen and flat: a Case travels to worker processes, is the resume key (``key``), and its fields
+are the identifying columns of ``results.csv``; two runs are compared by matching these columns.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import torch
+
+Mode = Literal["forward", "train"]
+
+DTYPES: dict[str, torch.dtype] = {
+    "float64": torch.float64,
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+
+# Columns of results.csv that identify a case (in this order); everything else is a measurement.
+ID_COLUMNS = (
+    "mechanism", "label", "backend", "options", "height", "width", "tokens", "batch_size", "dim",
+    "num_heads", "dtype", "device", "mode", "task",
+)
+
+
+@dataclass(frozen=True)
+class Case:
+    mechanism: str
+    label: str
+    options: tuple[tuple[str, Any], ...]  # sorted (name, value) pairs passed to mechanisms.build
+    height: int
+    width: int
+    batch_size: int
+    dim: int
+    num_heads: int
+    dtype: str
+    device: str
+    mode: Mode
+    task: str | None = None
+    seed: int = 0
+    extra: tuple[tuple[str, Any], ...] = field(default=())  # reserved for future swept keys
+
+    @property
+    def tokens(self) -> int:
+        return self.height * self.width
+
+    @property
+    def backend(self) -> str:
+        return str(dict(self.options).get("backend", "native"))
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+    def options_dict(self) -> dict[str, Any]:
+        return dict(self.options)
+
+    def options_json(self) -> str:
+        return json.dumps(self.options_dict(), sort_keys=True, default=str)
+
+    def key(self) -> str:
+        """Stable identity (resume and compare key); independent of dict ordering and of the run."""
+        ident = {c: getattr(self, c) if c != "options" else self.options_json() for c in ID_COLUMNS}
+        raw = json.dumps(ident, sort_keys=True, default=str)
+        return hashlib.sha1(raw.encode()).hexdigest()[:16]
+
+    def id_row(self) -> dict[str, Any]:
+        """The identifying columns of this case's results row."""
+        return {c: (self.options_json() if c == "options" else getattr(self, c)) for c in ID_COLUMNS}
+
+    def describe(self) -> str:
+        return f"{self.label} {self.height}x{self.width} b{self.batch_size} {self.dtype} {self.device} {self.mode}" + (
+            f" {self.task}" if self.task else ""
+        )
+
+    def build_module(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None):
+        """A fresh mechanism for this case, seeded so every metric sees the same weights."""
+        import mechanisms
+
+        torch.manual_seed(self.seed)
+        module = mechanisms.build(self.mechanism, self.dim, self.num_heads, **self.options_dict())
+        return module.to(device=device or self.device, dtype=dtype or self.torch_dtype)
+
+    def make_input(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+                   requires_grad: bool = False) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(self.seed + 1)
+        x = torch.randn(self.batch_size, self.height, self.width, self.dim, generator=gen)
+        x = x.to(device=device or self.device, dtype=dtype or self.torch_dtype)
+        return x.requires_grad_(requires_grad)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["options"] = [list(p) for p in self.options]
+        d["extra"] = [list(p) for p in self.extra]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Case":
+        d = dict(d)
+        d["options"] = tuple((k, v) for k, v in d.get("options", ()))
+        d["extra"] = tuple((k, v) for k, v in d.get("extra", ()))
+        return cls(**d)

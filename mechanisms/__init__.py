@@ -1,0 +1,27 @@
+"""Vision attention mechanisms as plain ``nn.Module``s, independent of the attnbench harness.
+
+    import mechanisms
+    mechanisms.available()                       # names of every registered mechanism
+    attn = mechanisms.build("pale", dim=128, num_heads=4, pale_size=7)
+    y = attn(x)                                  # x, y: (B, H, W, C)
+    attn.pattern(H, W).dense()                   # (heads, N, N) bool: who may attend whom
+    attn.flops(H, W)                             # analytic MACs of one forward, batch 1
+"""
+from .base import AttentionBase, AttentionPattern, attend
+from .registry import available, build, describe, get, options, register, unregister
+
+# Importing a mechanism module registers it.
+from . import global_attention  # noqa: E402,F401
+
+__all__ = [
+    "AttentionBase",
+    "AttentionPattern",
+    "attend",
+    "available",
+    "build",
+    "describe",
+    "get",
+    "options",
+    "register",
+    "unregister",
+]

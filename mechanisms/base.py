@@ -1,0 +1,304 @@
+"""Pieces every mechanism shares: the attention pattern, the qkv/proj module base, attend(), padding
+and partition helpers.
+
+Why one base: each mechanism differs only in *which keys a query may see* and in its positional term.
+Keeping qkv/proj, head splitting, the dense `masked` backend and the float64 reference hooks here
+means a mechanism file holds only what is particular to it, and the `masked` backend, the reference,
+receptive-field maps and block-sparse backends all read the same single pattern rule.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+# (head, q_row, q_col, k_row, k_col) -> bool; all arguments are broadcastable integer tensors.
+MaskRule = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
+
+
+@dataclass(frozen=True)
+class AttentionPattern:
+    """Per head, which keys each query may attend, on the real ``height x width`` grid.
+
+    The rule is a small vectorised predicate in the style of attention-gym mask_mods, so one
+    definition serves the dense mask, the reference, receptive-field analysis and block-sparse kernels.
+    Tokens are numbered row-major: token ``t`` is at ``(t // width, t % width)``.
+    """
+
+    height: int
+    width: int
+    num_heads: int
+    rule: MaskRule
+    name: str
+
+    @property
+    def tokens(self) -> int:
+        return self.height * self.width
+
+    def coords(self, device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
+        """Row and column of every token, each of shape (N,)."""
+        idx = torch.arange(self.tokens, device=device)
+        return idx // self.width, idx % self.width
+
+    def dense(self, device: torch.device | str | None = None) -> Tensor:
+        """Boolean mask of shape (heads, N, N): ``[h, q, k]`` is True when query q may attend key k."""
+        row, col = self.coords(device)
+        head = torch.arange(self.num_heads, device=device)[:, None, None]
+        allowed = self.rule(head, row[None, :, None], col[None, :, None], row[None, None, :], col[None, None, :])
+        return allowed.expand(self.num_heads, self.tokens, self.tokens).contiguous()
+
+    def keys_per_query(self) -> Tensor:
+        """Number of keys each query sees, shape (heads, N)."""
+        return self.dense().sum(-1)
+
+
+def to_2tuple(value: int | tuple[int, int] | list[int], option: str) -> tuple[int, int]:
+    """Normalise an int-or-pair option (``pale_size=7`` or ``(7, 5)``), rejecting bad values clearly."""
+    if isinstance(value, bool):
+        raise ValueError(f"{option} must be a positive int or a pair of them, got {value!r}")
+    if isinstance(value, int):
+        pair = (value, value)
+    elif isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        pair = (int(value[0]), int(value[1]))
+    else:
+        raise ValueError(f"{option} must be a positive int or a pair of them, got {value!r}")
+    if min(pair) < 1:
+        raise ValueError(f"{option} must be >= 1, got {value!r}; use a positive size such as 7")
+    return pair
+
+
+def pad_to_multiple(x: Tensor, multiple_h: int, multiple_w: int) -> tuple[Tensor, int, int]:
+    """Zero-pad (B, H, W, C) at the bottom/right so H, W become multiples; returns (x, pad_h, pad_w)."""
+    H, W = x.shape[1], x.shape[2]
+    pad_h = (-H) % multiple_h
+    pad_w = (-W) % multiple_w
+    if pad_h or pad_w:
+        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+    return x, pad_h, pad_w
+
+
+def valid_token_map(H: int, W: int, Hp: int, Wp: int, device: torch.device | str | None = None) -> Tensor:
+    """Bool (Hp, Wp) map, True on real tokens and False on the bottom/right padding."""
+    rows = torch.arange(Hp, device=device)[:, None] < H
+    cols = torch.arange(Wp, device=device)[None, :] < W
+    return rows & cols
+
+
+def window_partition(x: Tensor, wh: int, ww: int) -> Tensor:
+    """(B, H, W, C) -> (B * H/wh * W/ww, wh * ww, C); windows row-major, tokens row-major inside."""
+    B, H, W, C = x.shape
+    x = x.view(B, H // wh, wh, W // ww, ww, C)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, wh * ww, C)
+
+
+def window_reverse(windows: Tensor, wh: int, ww: int, H: int, W: int) -> Tensor:
+    """Inverse of :func:`window_partition`: (B * nW, wh * ww, C) -> (B, H, W, C)."""
+    C = windows.shape[-1]
+    B = windows.shape[0] // ((H // wh) * (W // ww))
+    x = windows.view(B, H // wh, W // ww, wh, ww, C)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(B, H, W, C)
+
+
+def attend(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: Tensor | None = None,
+    *,
+    scale: float,
+    backend: str = "native",
+    dropout_p: float = 0.0,
+) -> Tensor:
+    """softmax(q kᵀ · scale + mask) v over the last two dims.
+
+    ``mask`` is a bool (True = may attend) or an additive float tensor broadcastable to the logits.
+    ``native`` uses SDPA (fused kernels where the device has them); ``math`` spells the maths out, so
+    FLOP counters see every matmul and a reader can check it by eye.
+    """
+    if backend == "math":
+        logits = (q * scale) @ k.transpose(-2, -1)
+        if mask is not None:
+            if mask.dtype == torch.bool:
+                logits = logits.masked_fill(~mask, float("-inf"))
+            else:
+                logits = logits + mask
+        attn = logits.softmax(dim=-1)
+        if dropout_p:
+            attn = F.dropout(attn, p=dropout_p)
+        return attn @ v
+    if mask is not None and mask.dtype != torch.bool:
+        mask = mask.to(q.dtype)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale)
+
+
+class AttentionBase(nn.Module):
+    """Base of every mechanism: ``qkv = Linear(C, 3C)`` split as (3, heads, d), ``proj = Linear(C, C)``.
+
+    Subclasses implement ``pattern``, ``flops`` and ``_forward_native`` (plus any extra backends as
+    ``_forward_<backend>``), and override the positional hooks ``logit_bias`` / ``output_term`` /
+    ``token_qkv`` when they have a positional term or non-linear projections. The generic
+    ``masked`` backend and the float64 reference are built from those hooks.
+
+    Args:
+        backend: implementation to run; see the class attribute ``backends`` for the choices.
+        qkv_bias: whether the qkv projection has a bias.
+        attn_drop: dropout on the attention weights (training only).
+        proj_drop: dropout after the output projection (training only).
+    """
+
+    backends: ClassVar[tuple[str, ...]] = ("native", "masked")
+    two_branch: ClassVar[bool] = False
+    mechanism_name: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        *,
+        backend: str = "native",
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__()
+        name = self.mechanism_name or type(self).__name__
+        for label, value in (("dim", dim), ("num_heads", num_heads)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: {label} must be a positive int, got {value!r}")
+        if dim % num_heads:
+            raise ValueError(
+                f"{name}: dim={dim} is not divisible by num_heads={num_heads}; pick num_heads dividing dim "
+                f"(e.g. {[h for h in range(1, min(dim, 16) + 1) if dim % h == 0]})"
+            )
+        if self.two_branch and num_heads % 2:
+            raise ValueError(
+                f"{name}: num_heads={num_heads} is odd, but {name} splits heads into two branches; use an even num_heads"
+            )
+        if backend not in self.backends:
+            raise ValueError(f"{name}: unknown backend {backend!r}; choose one of {list(self.backends)}")
+        for label, p in (("attn_drop", attn_drop), ("proj_drop", proj_drop)):
+            if not 0.0 <= p < 1.0:
+                raise ValueError(f"{name}: {label} must be in [0, 1), got {p!r}")
+        dd = {"device": device, "dtype": dtype}
+        self.dim = dim
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim**-0.5
+        self.backend = backend
+        self.attn_drop = attn_drop
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias, **dd)
+        self.proj = nn.Linear(dim, dim, **dd)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    # ----------------------------------------------------------------------------------- forward
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 4 or x.shape[-1] != self.dim:
+            raise ValueError(
+                f"{self.mechanism_name}: expected input (B, H, W, C={self.dim}) channels-last, got {tuple(x.shape)}"
+            )
+        out = getattr(self, f"_forward_{self.backend}")(x)
+        return self.proj_drop(self.proj(out))
+
+    def _forward_native(self, x: Tensor) -> Tensor:  # pragma: no cover - every subclass overrides
+        raise NotImplementedError
+
+    def _forward_masked(self, x: Tensor) -> Tensor:
+        """The naive baseline: global SDPA over all N tokens with the pattern as a dense mask."""
+        B, H, W, C = x.shape
+        q, k, v = self.token_qkv(x)  # (B, heads, N, d) each
+        mask = self.pattern(H, W).dense(x.device)  # heads, N, N
+        bias = self.logit_bias(H, W)
+        if bias is not None:
+            mask = torch.zeros_like(bias).masked_fill(~mask, float("-inf")) + bias
+        out = attend(q, k, v, mask, scale=self.scale, dropout_p=self._dropout_p())
+        extra = self.output_term(q, k, v, H, W)
+        if extra is not None:
+            out = out + extra
+        return self.merge_heads(out, H, W)
+
+    # ----------------------------------------------------------------------- shared operations
+    def _dropout_p(self) -> float:
+        return self.attn_drop if self.training else 0.0
+
+    def split_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(..., T, C) -> q, k, v of shape (..., heads, T, d), from the (3, heads, d) channel layout."""
+        *lead, T, _ = x.shape
+        qkv = self.qkv(x).reshape(*lead, T, 3, self.num_heads, self.head_dim)
+        qkv = qkv.movedim(-3, 0).transpose(-3, -2)  # 3, ..., heads, T, d
+        return qkv.unbind(0)
+
+    def merge_heads(self, out: Tensor, H: int, W: int) -> Tensor:
+        """(B, heads, N, d) -> (B, H, W, C) (before ``proj``)."""
+        B = out.shape[0]
+        return out.transpose(1, 2).reshape(B, H, W, self.dim)
+
+    # ---------------------------------------------------- hooks for `masked` and the reference
+    def token_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Per-token q, k, v of shape (B, heads, N, d). Override for non-linear projections (Pale)."""
+        B, H, W, C = x.shape
+        return self.split_qkv(x.reshape(B, H * W, C))
+
+    def logit_bias(self, H: int, W: int) -> Tensor | None:
+        """Additive (heads, N, N) term on the scaled logits (Swin's relative bias), or None."""
+        return None
+
+    def output_term(self, q: Tensor, k: Tensor, v: Tensor, H: int, W: int) -> Tensor | None:
+        """Additive (B, heads, N, d) term on the attention output before ``proj`` (CSWin's LePE), or None."""
+        return None
+
+    # ------------------------------------------------------------------------ what subclasses say
+    def pattern(self, H: int, W: int) -> AttentionPattern:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def flops(self, H: int, W: int) -> dict[str, int]:  # pragma: no cover - abstract
+        """Analytic MACs of one forward at batch 1, by part, with the sum under ``"total"``."""
+        raise NotImplementedError
+
+    def linear_macs(self, H: int, W: int) -> int:
+        """MACs of qkv + proj: 4 N C² (biases are not counted, as in the papers and fvcore)."""
+        return 4 * H * W * self.dim * self.dim
+
+    def check_size(self, H: int, W: int) -> None:
+        if H < 1 or W < 1:
+            raise ValueError(f"{self.mechanism_name}: map size must be >= 1x1, got {H}x{W}")
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, num_heads={self.num_heads}, backend={self.backend!r}"
+
+
+def total(parts: dict[str, int]) -> dict[str, int]:
+    """Add the ``total`` key to a flops-by-part dict."""
+    parts = {k: int(v) for k, v in parts.items() if k != "total"}
+    parts["total"] = sum(parts.values())
+    return parts
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def trunc_normal_(t: Tensor, std: float = 0.02) -> Tensor:
+    """In-place truncated normal at +-2 std (the Swin/timm initialisation of bias tables)."""
+    return nn.init.trunc_normal_(t, std=std, a=-2 * std, b=2 * std)
+
+
+__all__ = [
+    "AttentionBase",
+    "AttentionPattern",
+    "MaskRule",
+    "attend",
+    "ceil_div",
+    "pad_to_multiple",
+    "to_2tuple",
+    "total",
+    "trunc_normal_",
+    "valid_token_map",
+    "window_partition",
+    "window_reverse",
+]

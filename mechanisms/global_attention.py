@@ -1,0 +1,87 @@
+"""Global multi-head self-attention (ViT/DeiT): every query attends to all N tokens."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .base import AttentionBase, AttentionPattern, attend, total
+from .registry import register
+
+
+def _all_pairs(head: Tensor, qr: Tensor, qc: Tensor, kr: Tensor, kc: Tensor) -> Tensor:
+    """Note: every (query, key) pair is allowed."""
+    return torch.ones((), dtype=torch.bool, device=qr.device).expand(
+        torch.broadcast_shapes(head.shape, qr.shape, kr.shape)
+    )
+
+
+def _xformers_unavailable_reason(device: torch.device, dtype: torch.dtype) -> str | None:
+    """Why xformers cannot run here, or None when it can (CUDA, fp16/bf16/fp32, importable)."""
+    if device.type != "cuda":
+        return f"xformers has no {device.type} kernels (CUDA only); use backend='native' or 'math'"
+    try:
+        import xformers.ops  # noqa: F401
+    except Exception as exc:  # ImportError, or a broken binary build
+        return f"xformers is not importable ({type(exc).__name__}: {exc}); pip install xformers or use backend='native'"
+    return None
+
+
+def xformers_available(device: torch.device | str = "cuda", dtype: torch.dtype = torch.float16) -> tuple[bool, str]:
+    """(available, reason) for the xformers backend on ``device``; the harness reports the reason."""
+    reason = _xformers_unavailable_reason(torch.device(device), dtype)
+    return reason is None, reason or "available"
+
+
+@register("global")
+class GlobalAttention(AttentionBase):
+    """Global attention: each query attends to every token of the map (ViT/DeiT). Ω = 4NC² + 2N²C.
+
+    Args:
+        backend: 'native' (SDPA), 'math' (explicit matmul/softmax), 'xformers' (memory_efficient_attention, CUDA only) or 'masked'.
+    """
+
+    backends = ("native", "math", "xformers", "masked")
+
+    def __init__(self, dim: int, num_heads: int, *, backend: str = "native", **common: Any) -> None:
+        super().__init__(dim, num_heads, backend=backend, **common)
+
+    def _qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        B, H, W, C = x.shape
+        return self.split_qkv(x.reshape(B, H * W, C))  # B, heads, N, d each
+
+    def _forward_native(self, x: Tensor) -> Tensor:
+        B, H, W, _ = x.shape
+        q, k, v = self._qkv(x)
+        out = attend(q, k, v, scale=self.scale, dropout_p=self._dropout_p())
+        return self.merge_heads(out, H, W)
+
+    def _forward_math(self, x: Tensor) -> Tensor:
+        B, H, W, _ = x.shape
+        q, k, v = self._qkv(x)
+        out = attend(q, k, v, scale=self.scale, backend="math", dropout_p=self._dropout_p())
+        return self.merge_heads(out, H, W)
+
+    def _forward_xformers(self, x: Tensor) -> Tensor:
+        reason = _xformers_unavailable_reason(x.device, x.dtype)
+        if reason is not None:
+            raise RuntimeError(reason)
+        import xformers.ops as xops
+
+        B, H, W, _ = x.shape
+        q, k, v = self._qkv(x)
+        # xformers wants (B, N, heads, d).
+        out = xops.memory_efficient_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), p=self._dropout_p(), scale=self.scale
+        )
+        return out.reshape(B, H, W, self.dim)
+
+    def pattern(self, H: int, W: int) -> AttentionPattern:
+        self.check_size(H, W)
+        return AttentionPattern(H, W, self.num_heads, _all_pairs, "global")
+
+    def flops(self, H: int, W: int) -> dict[str, int]:
+        self.check_size(H, W)
+        N, C = H * W, self.dim
+        return total({"linear": self.linear_macs(H, W), "attention": 2 * N * N * C})
