@@ -141,7 +141,9 @@ class AttentionBase(nn.Module):
     Subclasses implement ``pattern``, ``flops`` and ``_forward_native`` (plus any extra backends as
     ``_forward_<backend>``), and override the positional hooks ``logit_bias`` / ``output_term`` /
     ``token_qkv`` when they have a positional term or non-linear projections. The generic
-    ``masked`` backend and the float64 reference are built from those hooks.
+    ``masked`` backend and the float64 reference are built from those hooks. For the dependency test
+    (input gradient of one output token), set ``dependency_radius`` when spatial convs feed q/k/v, or
+    override ``dependency_mask`` when the pattern alone does not say which inputs reach an output.
 
     Args:
         backend: implementation to run; see the class attribute ``backends`` for the choices.
@@ -153,6 +155,9 @@ class AttentionBase(nn.Module):
     backends: ClassVar[tuple[str, ...]] = ("native", "masked")
     two_branch: ClassVar[bool] = False
     mechanism_name: ClassVar[str] = ""
+    # Chebyshev radius of the spatial convs that feed q/k/v from the input map (Pale's depthwise 3x3
+    # projections: 1). Convs that act inside the pattern (CSWin's stripe-local LePE) need none.
+    dependency_radius: ClassVar[int] = 0
 
     def __init__(
         self,
@@ -259,6 +264,23 @@ class AttentionBase(nn.Module):
     def flops(self, H: int, W: int) -> dict[str, int]:  # pragma: no cover - abstract
         """Analytic MACs of one forward at batch 1, by part, with the sum under ``"total"``."""
         raise NotImplementedError
+
+    def dependency_mask(self, H: int, W: int, token: int) -> Tensor:
+        """Bool (H, W): the input tokens the output at ``token`` (row-major index) depends on.
+
+        The dependency test backpropagates from one output token and requires the input gradient to be
+        non-zero exactly here, which checks the fast path against the pattern. Default: the query itself
+        plus the keys any head may attend, dilated by ``dependency_radius`` (zero padding: the dilation
+        stops at the map border). Override when inputs reach the output otherwise (Slide's conv-shifted
+        keys).
+        """
+        seen = self.pattern(H, W).dense()[:, token, :].any(0)
+        seen[token] = True
+        seen = seen.view(1, 1, H, W)
+        r = self.dependency_radius
+        if r:
+            seen = F.max_pool2d(seen.float(), 2 * r + 1, stride=1, padding=r) > 0
+        return seen.view(H, W)
 
     def linear_macs(self, H: int, W: int) -> int:
         """MACs of qkv + proj: 4 N C² (biases are not counted, as in the papers and fvcore)."""
