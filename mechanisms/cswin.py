@@ -1,0 +1,162 @@
+"""CSWin cross-shaped window attention: vertical stripes on half the heads, horizontal on the other
+half, each with its stripe-local LePE (a depthwise 3x3 conv on V that never crosses a stripe border).
+
+Any H, W: q/k/v are zero-padded after the projection to a multiple of the stripe width (CSWin-Seg
+pads there too, but symmetrically and without a mask); padded keys are masked, and the zero V on the
+padding makes LePE see exactly the zero padding it would see at the real map border.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from .base import (
+    AttentionBase,
+    AttentionPattern,
+    MaskRule,
+    attend,
+    ceil_div,
+    pad_to_multiple,
+    total,
+    valid_token_map,
+    window_partition,
+    window_reverse,
+)
+from .registry import register
+
+
+def _same_stripe(q_index: Tensor, k_index: Tensor, split_size: int) -> Tensor:
+    return torch.div(q_index, split_size, rounding_mode="floor") == torch.div(k_index, split_size, rounding_mode="floor")
+
+
+def cswin_rule(split_size: int, num_heads: int) -> MaskRule:
+    """The CSWin pattern for stripe width sw as a vectorised predicate."""
+    half = num_heads // 2
+
+    def rule(head: Tensor, q_row: Tensor, q_col: Tensor, k_row: Tensor, k_col: Tensor) -> Tensor:
+        """Note: heads [0, heads/2) allow key (r', c') for query (r, c) iff c // sw == c' // sw (vertical
+        stripe of sw columns, full height); heads [heads/2, heads) iff r // sw == r' // sw (horizontal
+        stripe of sw rows, full width). sw >= H and sw >= W makes both global.
+        """
+        vertical = _same_stripe(q_col, k_col, split_size)
+        horizontal = _same_stripe(q_row, k_row, split_size)
+        return torch.where(head < half, vertical, horizontal)
+
+    rule.__name__ = f"cswin_sw{split_size}_h{num_heads}"
+    return rule
+
+
+@register("cswin")
+class CSWinAttention(AttentionBase):
+    """CSWin attention: stripes of width sw, vertical (H x sw) on the first half of the heads and channels,
+    horizontal (sw x W) on the second, with stripe-local LePE added before ``proj``.
+
+    Ω = 4NC² + C/2·(2·H·sw·H·Wp + 2·sw·W·Hp·W) + 9·C/2·(H·Wp + Hp·W), with Wp (Hp) = W (H) rounded up to
+    a multiple of min(sw, W) (min(sw, H)): padded stripes are computed (and counted) in full; on sizes
+    sw divides this is the paper's 4NC² + sw·NC(H + W), plus 9NC for LePE.
+
+    Args:
+        split_size: stripe width sw in tokens.
+        backend: 'native' (stripes + SDPA) or 'masked' (global SDPA with the pattern as a dense mask).
+    """
+
+    two_branch = True
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        *,
+        split_size: int = 7,
+        backend: str = "native",
+        device: Any = None,
+        dtype: Any = None,
+        **common: Any,
+    ) -> None:
+        super().__init__(dim, num_heads, backend=backend, device=device, dtype=dtype, **common)
+        if isinstance(split_size, bool) or not isinstance(split_size, int) or split_size < 1:
+            raise ValueError(f"cswin: split_size must be an int >= 1, got {split_size!r}; e.g. split_size=7")
+        self.split_size = split_size
+        half = dim // 2
+        # One LePE per branch: [0] vertical stripes, [1] horizontal stripes (official `get_v`).
+        self.lepe = nn.ModuleList(
+            nn.Conv2d(half, half, 3, padding=1, groups=half, device=device, dtype=dtype) for _ in range(2)
+        )
+
+    def stripe_shapes(self, H: int, W: int) -> tuple[tuple[int, int], tuple[int, int]]:
+        """(rows, cols) of one stripe per branch; sw is cut to the map side so a wide stripe needs no padding."""
+        return (H, min(self.split_size, W)), (min(self.split_size, H), W)
+
+    def _forward_native(self, x: Tensor) -> Tensor:
+        B, H, W, C = x.shape
+        half = self.num_heads // 2
+        qkv = self.qkv(x).view(B, H, W, 3, self.num_heads, self.head_dim)
+        (vh, vw), (hh, hw) = self.stripe_shapes(H, W)
+        vertical = self._stripes(qkv[..., :half, :], self.lepe[0], vh, vw)  # B, H, W, C/2
+        horizontal = self._stripes(qkv[..., half:, :], self.lepe[1], hh, hw)  # B, H, W, C/2
+        return torch.cat([vertical, horizontal], dim=-1)
+
+    def _stripes(self, qkv: Tensor, lepe: nn.Conv2d, sh: int, sw: int) -> Tensor:
+        """Attention + LePE inside sh x sw stripes for one branch; qkv: (B, H, W, 3, h, d)."""
+        B, H, W, _, h, d = qkv.shape
+        x, pad_h, pad_w = pad_to_multiple(qkv.reshape(B, H, W, 3 * h * d), sh, sw)  # zeros on the padding
+        Hp, Wp = H + pad_h, W + pad_w
+        T = sh * sw
+        stripes = window_partition(x, sh, sw)  # B*nS, T, 3*h*d
+        q, k, v = stripes.view(-1, T, 3, h, d).permute(2, 0, 3, 1, 4).unbind(0)  # B*nS, h, T, d
+        mask = None
+        if pad_h or pad_w:
+            real = window_partition(valid_token_map(H, W, Hp, Wp, x.device)[None, :, :, None], sh, sw)  # nS, T, 1
+            mask = real.view(1, -1, 1, 1, T).expand(B, -1, 1, 1, T).reshape(-1, 1, 1, T)  # keys only
+        out = attend(q, k, v, mask, scale=self.scale, dropout_p=self._dropout_p())  # B*nS, h, T, d
+        # LePE on V cut into stripes: the conv's zero padding is the stripe border.
+        pos = lepe(v.transpose(-1, -2).reshape(-1, h * d, sh, sw))  # B*nS, h*d, sh, sw
+        out = out + pos.view(-1, h, d, T).transpose(-1, -2)
+        out = window_reverse(out.transpose(1, 2).reshape(-1, T, h * d), sh, sw, Hp, Wp)  # B, Hp, Wp, h*d
+        return out[:, :H, :W]
+
+    def output_term(self, q: Tensor, k: Tensor, v: Tensor, H: int, W: int) -> Tensor:
+        """LePE as a dense neighbour sum: for each 3x3 offset, a (N, N) 0/1 matrix that picks the
+        neighbour when it lies on the map *and in the query's stripe*; no conv, no partition."""
+        half = self.num_heads // 2
+        idx = torch.arange(H * W, device=v.device)
+        row, col = idx // W, idx % W
+        stripe = self.pattern(H, W).dense(v.device)[[0, half]]  # 2, N, N: same stripe, per branch
+        outs = []
+        for branch, heads in enumerate((slice(0, half), slice(half, None))):
+            vb = v[:, heads]  # B, h, N, d
+            conv = self.lepe[branch]
+            weight = conv.weight.view(half, self.head_dim, 3, 3)
+            acc = conv.bias.view(1, half, 1, self.head_dim).expand_as(vb)
+            for i in range(3):
+                for j in range(3):
+                    pick = (row[None, :] == row[:, None] + i - 1) & (col[None, :] == col[:, None] + j - 1)
+                    pick = (pick & stripe[branch]).to(vb.dtype)  # N, N
+                    acc = acc + torch.einsum("tn,bhnd->bhtd", pick, vb) * weight[None, :, None, :, i, j]
+            outs.append(acc)
+        return torch.cat(outs, dim=1)
+
+    def pattern(self, H: int, W: int) -> AttentionPattern:
+        self.check_size(H, W)
+        rule = cswin_rule(self.split_size, self.num_heads)
+        return AttentionPattern(H, W, self.num_heads, rule, rule.__name__)
+
+    def flops(self, H: int, W: int) -> dict[str, int]:
+        self.check_size(H, W)
+        half = self.dim // 2
+        (vh, vw), (hh, hw) = self.stripe_shapes(H, W)
+        vertical_tokens = H * ceil_div(W, vw) * vw  # padded map of the vertical branch
+        horizontal_tokens = ceil_div(H, hh) * hh * W
+        return total(
+            {
+                "linear": self.linear_macs(H, W),
+                "attention": 2 * half * (vertical_tokens * vh * vw + horizontal_tokens * hh * hw),
+                "lepe": 9 * half * (vertical_tokens + horizontal_tokens),
+            }
+        )
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, split_size={self.split_size}"
