@@ -13,6 +13,7 @@ from .registry import available, build, describe, get, options, register, unregi
 # Importing a mechanism module registers it.
 from . import global_attention  # noqa: E402,F401
 from . import axial, cswin, swin  # noqa: E402,F401
+from . import pale, slide  # noqa: E402,F401
 
 __all__ = [
     "AttentionBase",
