@@ -17,6 +17,8 @@ from . import UserError, __version__
 COMMANDS: list[str] = [
     # "run",
     "list",
+    "report",
+    "compare",
 ]
 
 
