@@ -1,0 +1,312 @@
+"""Compare two runs of a suite case by case: did anything get slower, bigger or costlier?
+
+Why this exists: pytest-benchmark compares one statistic against a fixed percentage, and
+xformers' gate let a single regression pass. Here latency is judged from the raw samples with a rank
+test plus a minimum effect size (``attnbench.stats.compare_samples``), deterministic metrics (MACs,
+params) must match exactly, memory within a small tolerance, and the environments must match
+before timings are compared at all.
+
+Matching: by ``case_key`` first; a case left over is matched on its user-visible identity
+(label, geometry, dtype, mode, task), so a mechanism re-implemented under the same label is still
+compared with its predecessor. The options of such a pair are shown in a note.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import pandas as pd
+
+from . import UserError
+from .stats import DEFAULT_CONFIDENCE, DEFAULT_THRESHOLD, compare_samples
+from .store import Run
+
+# Environment fields that must agree for latencies to be comparable.
+ENV_KEYS = ("device", "device_name", "torch", "threads")
+# Identity of a case as the user sees it, for the fallback match.
+FALLBACK_KEY = ("label", "height", "width", "batch_size", "dim", "num_heads", "dtype", "mode", "task")
+# Deterministic cost metrics: any difference is a change (higher is worse).
+EXACT_METRICS = ("macs", "params")
+# Memory tolerance. On CPU the allocator peak comes from profiler allocation events and on CUDA
+# from max_memory_allocated; both are sums of exact tensor sizes for a fixed op sequence. What can
+# move them between runs is library scratch space (oneDNN/cuBLAS workspaces, allocator block
+# rounding to 512 B on CUDA), which is small next to any activation of a real change at the sizes
+# we benchmark. 1 % or 0.25 MiB, whichever is larger, absorbs that and still flags an extra copy of
+# a 64-channel 56x56 float32 activation (0.77 MiB).
+MEMORY_RTOL = 0.01
+MEMORY_ATOL_MIB = 0.25
+
+ORDER = {"regression": 0, "improvement": 1, "inconclusive": 2, "unchanged": 3}
+
+
+@dataclass
+class Finding:
+    """One (case, metric) comparison."""
+
+    case: str
+    metric: str
+    baseline: float | str | None
+    new: float | str | None
+    verdict: str
+    ratio: float = math.nan
+    ci_low: float = math.nan
+    ci_high: float = math.nan
+    p_value: float = math.nan
+    note: str = ""
+    case_key: str = ""
+
+
+@dataclass
+class Comparison:
+    baseline_name: str
+    new_name: str
+    findings: list[Finding]
+    env_differences: dict[str, tuple[Any, Any]]
+    only_baseline: list[str] = field(default_factory=list)
+    only_new: list[str] = field(default_factory=list)
+    threshold: float = DEFAULT_THRESHOLD
+    confidence: float = DEFAULT_CONFIDENCE
+
+    def by_verdict(self, verdict: str) -> list[Finding]:
+        return [f for f in self.findings if f.verdict == verdict]
+
+    @property
+    def regressions(self) -> list[Finding]:
+        return self.by_verdict("regression")
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.regressions else 0
+
+    def to_frame(self) -> pd.DataFrame:
+        rows = sorted(self.findings, key=lambda f: (ORDER.get(f.verdict, 9), f.case, f.metric))
+        return pd.DataFrame([f.__dict__ for f in rows])
+
+    def render(self, fmt: str = "text", show_unchanged: bool = True) -> str:
+        return render_comparison(self, fmt, show_unchanged)
+
+
+# ------------------------------------------------------------------------------------ environment
+def env_differences(base_env: dict[str, Any], new_env: dict[str, Any],
+                    keys: Iterable[str] = ENV_KEYS) -> dict[str, tuple[Any, Any]]:
+    """Fields of ``keys`` whose values differ between the two env.json dicts."""
+    return {k: (base_env.get(k), new_env.get(k)) for k in keys if base_env.get(k) != new_env.get(k)}
+
+
+# -------------------------------------------------------------------------------------- matching
+def case_name(row: pd.Series) -> str:
+    """Short human name of a case: ``swin 56x56 float32 forward`` (+ batch/task when not default)."""
+    parts = [str(row.get("label")), f"{_int(row.get('height'))}x{_int(row.get('width'))}",
+             str(row.get("dtype")), str(row.get("mode"))]
+    if _int(row.get("batch_size"), 1) != 1:
+        parts.append(f"b{_int(row.get('batch_size'))}")
+    if _present(row.get("task")):
+        parts.append(str(row.get("task")))
+    return " ".join(parts)
+
+
+def _int(value: Any, default: int | None = None) -> Any:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default if default is not None else value
+
+
+def _present(value: Any) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value)) and value != ""
+
+
+def _fallback_key(row: pd.Series) -> tuple:
+    return tuple(str(row.get(c)) if _present(row.get(c)) else "" for c in FALLBACK_KEY)
+
+
+def match_cases(base: pd.DataFrame, new: pd.DataFrame) -> tuple[list[tuple[pd.Series, pd.Series]], list[int], list[int]]:
+    """Pairs of (baseline row, new row), and the indices left unmatched on each side."""
+    pairs: list[tuple[pd.Series, pd.Series]] = []
+    used_b: set[int] = set()
+    used_n: set[int] = set()
+    if "case_key" in base.columns and "case_key" in new.columns:
+        new_by_key = {k: i for i, k in new["case_key"].items() if _present(k)}
+        for i, k in base["case_key"].items():
+            j = new_by_key.get(k) if _present(k) else None
+            if j is not None and j not in used_n:
+                pairs.append((base.loc[i], new.loc[j]))
+                used_b.add(i)
+                used_n.add(j)
+    rest_new: dict[tuple, list[int]] = {}
+    for j, row in new.iterrows():
+        if j not in used_n:
+            rest_new.setdefault(_fallback_key(row), []).append(j)
+    for i, row in base.iterrows():
+        if i in used_b:
+            continue
+        candidates = rest_new.get(_fallback_key(row), [])
+        if len(candidates) == 1:  # ambiguous identities are not guessed at
+            j = candidates.pop()
+            pairs.append((row, new.loc[j]))
+            used_b.add(i)
+            used_n.add(j)
+    return pairs, [i for i in base.index if i not in used_b], [j for j in new.index if j not in used_n]
+
+
+# ------------------------------------------------------------------------------------ comparison
+def _num(value: Any) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return v
+
+
+def _compare_exact(name: str, metric: str, b: float, n: float, key: str) -> Finding | None:
+    if math.isnan(b) or math.isnan(n):
+        return None
+    if b == n:
+        verdict = "unchanged"
+    else:
+        verdict = "regression" if n > b else "improvement"
+    ratio = n / b if b else math.nan
+    return Finding(name, metric, b, n, verdict, ratio=ratio, case_key=key,
+                   note="" if verdict == "unchanged" else "deterministic metric changed")
+
+
+def _compare_memory(name: str, b: float, n: float, key: str, rtol: float, atol: float,
+                    methods: tuple[Any, Any]) -> Finding | None:
+    if math.isnan(b) or math.isnan(n):
+        return None
+    if methods[0] != methods[1]:
+        return Finding(name, "peak_memory_mib", b, n, "inconclusive", case_key=key,
+                       note=f"memory measured differently ({methods[0]} vs {methods[1]})")
+    tol = max(rtol * abs(b), atol)
+    if abs(n - b) <= tol:
+        verdict = "unchanged"
+    else:
+        verdict = "regression" if n > b else "improvement"
+    return Finding(name, "peak_memory_mib", b, n, verdict, ratio=n / b if b else math.nan, case_key=key,
+                   note=f"tolerance ±{tol:.2f} MiB")
+
+
+def compare_pair(brow: pd.Series, nrow: pd.Series, baseline: Run, new: Run, *, threshold: float,
+                 confidence: float, memory_rtol: float = MEMORY_RTOL,
+                 memory_atol_mib: float = MEMORY_ATOL_MIB) -> list[Finding]:
+    """Every comparison of one matched case."""
+    name = case_name(nrow)
+    key = str(nrow.get("case_key", ""))
+    bstat, nstat = str(brow.get("status")), str(nrow.get("status"))
+    note = ""
+    if str(brow.get("options")) != str(nrow.get("options")) or brow.get("mechanism") != nrow.get("mechanism"):
+        note = (f"matched by label: {brow.get('mechanism')} {brow.get('options')} -> "
+                f"{nrow.get('mechanism')} {nrow.get('options')}")
+    if bstat != "ok" or nstat != "ok":
+        if bstat == nstat:
+            verdict = "unchanged"
+        else:
+            verdict = "regression" if bstat == "ok" else "improvement" if nstat == "ok" else "inconclusive"
+        err = str(nrow.get("error")) if nstat != "ok" and _present(nrow.get("error")) else ""
+        return [Finding(name, "status", bstat, nstat, verdict, note="; ".join(x for x in (note, err) if x), case_key=key)]
+    out: list[Finding] = []
+    a = baseline.samples.get((str(brow.get("case_key")), "latency_ms"))
+    b = new.samples.get((key, "latency_ms"))
+    if a is not None and b is not None:
+        est = compare_samples(a, b, threshold=threshold, confidence=confidence)
+        out.append(Finding(name, "latency_ms", _num(brow.get("latency_ms")), _num(nrow.get("latency_ms")),
+                           est.verdict, est.ratio, est.ci_low, est.ci_high, est.p_value,
+                           "; ".join(x for x in (note, est.reason) if x), key))
+    elif _present(brow.get("latency_ms")) and _present(nrow.get("latency_ms")):
+        bl, nl = _num(brow.get("latency_ms")), _num(nrow.get("latency_ms"))
+        out.append(Finding(name, "latency_ms", bl, nl, "inconclusive", ratio=nl / bl if bl else math.nan,
+                           note="; ".join(x for x in (note, "no raw samples in samples.jsonl") if x), case_key=key))
+    for metric in EXACT_METRICS:
+        f = _compare_exact(name, metric, _num(brow.get(metric)), _num(nrow.get(metric)), key)
+        if f is not None:
+            out.append(f)
+    f = _compare_memory(name, _num(brow.get("peak_memory_mib")), _num(nrow.get("peak_memory_mib")), key,
+                        memory_rtol, memory_atol_mib, (brow.get("memory_method"), nrow.get("memory_method")))
+    if f is not None:
+        out.append(f)
+    if not out and note:
+        out.append(Finding(name, "status", bstat, nstat, "unchanged", note=note, case_key=key))
+    return out
+
+
+def compare_runs(baseline: Run, new: Run, *, threshold: float = DEFAULT_THRESHOLD,
+                 confidence: float = DEFAULT_CONFIDENCE, allow_env_mismatch: bool = False,
+                 memory_rtol: float = MEMORY_RTOL, memory_atol_mib: float = MEMORY_ATOL_MIB) -> Comparison:
+    """Compare ``new`` against ``baseline``; ``UserError`` when the environments differ (unless allowed)."""
+    diffs = env_differences(baseline.env, new.env)
+    if diffs and not allow_env_mismatch:
+        what = ", ".join(f"{k}: {a!r} vs {b!r}" for k, a, b in ((k, *v) for k, v in diffs.items()))
+        raise UserError(f"environments differ ({what}); timings are not comparable. Re-run both on the same "
+                        "machine and settings, or pass --allow-env-mismatch to compare anyway")
+    pairs, only_b, only_n = match_cases(baseline.results, new.results)
+    if not pairs:
+        raise UserError(f"{baseline.path} and {new.path} have no case in common; compare two runs of the same suite")
+    findings: list[Finding] = []
+    for brow, nrow in pairs:
+        findings += compare_pair(brow, nrow, baseline, new, threshold=threshold, confidence=confidence,
+                                 memory_rtol=memory_rtol, memory_atol_mib=memory_atol_mib)
+    return Comparison(
+        baseline_name=baseline.name, new_name=new.name, findings=findings, env_differences=diffs,
+        only_baseline=[case_name(baseline.results.loc[i]) for i in only_b],
+        only_new=[case_name(new.results.loc[j]) for j in only_n],
+        threshold=threshold, confidence=confidence,
+    )
+
+
+# -------------------------------------------------------------------------------------- rendering
+def _fmt_value(metric: str, v: Any) -> str:
+    if isinstance(v, str):
+        return v
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if metric in EXACT_METRICS:
+        return f"{int(v):,}"
+    return f"{v:.4g}"
+
+
+def _fmt_change(f: Finding) -> str:
+    if math.isnan(f.ratio):
+        return "-"
+    return f"{f.ratio - 1:+.1%}"
+
+
+def _fmt_ci(f: Finding) -> str:
+    if math.isnan(f.ci_low):
+        return "-"
+    return f"[{f.ci_low - 1:+.1%}, {f.ci_high - 1:+.1%}]"
+
+
+def render_comparison(comp: Comparison, fmt: str = "text", show_unchanged: bool = True) -> str:
+    """The verdict, the env warnings and a table; ``fmt`` is 'text' or 'md' (GitHub markdown)."""
+    from tabulate import tabulate
+
+    md = fmt == "md"
+    lines: list[str] = []
+    counts = {v: len(comp.by_verdict(v)) for v in ORDER}
+    verdict = "REGRESSION" if comp.regressions else "OK"
+    head = (f"{verdict}: {counts['regression']} regression(s), {counts['improvement']} improvement(s), "
+            f"{counts['inconclusive']} inconclusive, {counts['unchanged']} unchanged "
+            f"({comp.baseline_name} -> {comp.new_name}; latency threshold {comp.threshold:.0%}, "
+            f"{comp.confidence:.0%} confidence)")
+    lines.append(f"**{head}**" if md else head)
+    if comp.env_differences:
+        for k, (a, b) in comp.env_differences.items():
+            w = f"WARNING: environment differs: {k} = {a!r} (baseline) vs {b!r} (new); timings are not comparable"
+            lines.append(f"> {w}" if md else w)
+    lines.append("")
+    shown = [f for f in sorted(comp.findings, key=lambda f: (ORDER.get(f.verdict, 9), f.case, f.metric))
+             if show_unchanged or f.verdict != "unchanged"]
+    # Deterministic metrics that did not change add nothing but length.
+    shown = [f for f in shown if f.verdict != "unchanged" or f.metric in ("latency_ms", "status")]
+    ci_head = f"{comp.confidence:.0%} CI"
+    table = [[f.verdict, f.case, f.metric, _fmt_value(f.metric, f.baseline), _fmt_value(f.metric, f.new),
+              _fmt_change(f), _fmt_ci(f), f.note] for f in shown]
+    if table:
+        lines.append(tabulate(table, headers=["verdict", "case", "metric", "baseline", "new", "change", ci_head, "note"],
+                              tablefmt="github" if md else "simple", disable_numparse=True))
+    for title, cases in (("only in baseline", comp.only_baseline), ("only in new run", comp.only_new)):
+        if cases:
+            lines += ["", f"{title} ({len(cases)}): " + ", ".join(cases)]
+    return "\n".join(lines) + "\n"
+
