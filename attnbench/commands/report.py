@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .. import UserError
 from ..report import write_report
+from ..store import load_run
 
 
 def setup_arguments(subparsers: argparse._SubParsersAction) -> None:
@@ -17,14 +19,20 @@ def setup_arguments(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("run_dir", type=Path, help="run directory (results/<suite>/<run-id>)")
     parser.add_argument("--baseline", default="global",
                         help="mechanism label the speed-up table and crossovers are relative to (default: global)")
+    parser.add_argument("--no-plots", action="store_true", help="tables only (plots take about a second each)")
     parser.set_defaults(func=run_from_args)
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    return report(args.run_dir, baseline=args.baseline)
+    return report(args.run_dir, baseline=args.baseline, plots=not args.no_plots)
 
 
-def report(run_dir: Path | str, baseline: str = "global") -> int:
-    files = write_report(run_dir, baseline=baseline)
+def report(run_dir: Path | str, baseline: str = "global", plots: bool = True, check_baseline: bool = True) -> int:
+    """Write the report of ``run_dir``; an explicit baseline must be one of the run's labels."""
+    if check_baseline and baseline != "global":
+        labels = sorted(set(load_run(run_dir).results.get("label", []).astype(str)))
+        if baseline not in labels:
+            raise UserError(f"--baseline {baseline!r} is not a mechanism label of {run_dir}; choose from {labels}")
+    files = write_report(run_dir, baseline=baseline, plots=plots)
     print(f"wrote {files[0]} ({len(files)} files)")
     return 0

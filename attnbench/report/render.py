@@ -88,7 +88,7 @@ def _accuracy_section(run: Run, out_dir: Path) -> str | None:
     return module.render(run, out_dir)
 
 
-def render_markdown_and_files(run: Run, baseline: str = "global") -> tuple[str, str, list[Path]]:
+def render_markdown_and_files(run: Run, baseline: str = "global", with_plots: bool = True) -> tuple[str, str, list[Path]]:
     """(report.md text, report.tex text, files written: CSVs and plots)."""
     root = run.path
     res = run.results
@@ -137,17 +137,17 @@ def render_markdown_and_files(run: Run, baseline: str = "global") -> tuple[str, 
         if scaling is not None:
             md += ["### Scaling with tokens (cost ∝ tokens^α, log-log fit; crossover by log-log interpolation)", "",
                    tables.to_markdown(scaling), ""]
-        images = []
+        images: list[Path] = []
         stem = root / "plots"
-        if tables.has_metric(frame, "latency_ms"):
+        if with_plots and tables.has_metric(frame, "latency_ms"):
             images += plots.scaling_plot(frame, "latency_ms", "latency (ms, median; bars: IQR)",
                                          f"Latency vs tokens — {group.title}", stem / f"latency__{group.slug}",
                                          baseline, err_column="latency_iqr_ms")
-        if tables.has_metric(frame, "peak_memory_mib"):
+        if with_plots and tables.has_metric(frame, "peak_memory_mib"):
             images += plots.scaling_plot(frame, "peak_memory_mib", "peak memory (MiB)",
                                          f"Peak memory vs tokens — {group.title}", stem / f"memory__{group.slug}",
                                          baseline)
-        if tables.has_metric(frame, "achieved_gflops"):
+        if with_plots and tables.has_metric(frame, "achieved_gflops"):
             images += plots.gflops_plot(frame, _peak_gflops(env, str(group.get("dtype"))),
                                         f"Achieved GFLOP/s — {group.title}", stem / f"gflops__{group.slug}")
         files += images
@@ -171,10 +171,13 @@ def latex_comment(text: str) -> str:
     return text.replace("\n", " ")
 
 
-def write_report(run_dir: Path | str, baseline: str = "global") -> list[Path]:
-    """Write report.md, report.tex, pivot CSVs and plots into ``run_dir``; return every file written."""
+def write_report(run_dir: Path | str, baseline: str = "global", plots: bool = True) -> list[Path]:
+    """Write report.md, report.tex, pivot CSVs and (unless ``plots=False``) plots into ``run_dir``.
+
+    Returns every file written, report.md first.
+    """
     run = load_run(run_dir)
-    md, tex, files = render_markdown_and_files(run, baseline)
+    md, tex, files = render_markdown_and_files(run, baseline, with_plots=plots)
     md_path, tex_path = run.path / "report.md", run.path / "report.tex"
     atomic_write_text(md_path, md)
     atomic_write_text(tex_path, tex)
