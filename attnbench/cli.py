@@ -15,7 +15,7 @@ from . import UserError, __version__
 
 # Subcommand modules under attnbench.commands, in the order `--help` lists them.
 COMMANDS: list[str] = [
-    # "run",
+    "run",
     "list",
     "report",
     "compare",

@@ -50,6 +50,8 @@ class MetricContext:
     dtype: torch.dtype
     threads: int = 1
     samples: dict[str, list[float]] = field(default_factory=dict)
+    # Run-level facts a metric may need, e.g. ``matmul_peak_gflops`` ({dtype: GFLOP/s}) for efficiency.
+    env: dict[str, Any] = field(default_factory=dict)
 
     def build_module(self) -> torch.nn.Module:
         return self.case.build_module(self.device, self.dtype)

@@ -1,0 +1,85 @@
+"""``attnbench run SUITE``: validate the suite, run every case in isolated workers, store, summarise."""
+from __future__ import annotations
+
+import argparse
+import importlib
+from pathlib import Path
+
+from rich.console import Console
+
+from .. import store
+from ..devices import KNOWN_DEVICES
+
+
+def setup_arguments(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="run a benchmark suite (YAML) and store its results",
+        description="Run every case of a suite (mechanism x resolution x dtype x mode x device ...), each in "
+        "its own worker process, and write results/<suite>/<run-id>/{results.csv, samples.jsonl, env.json, "
+        "suite.yaml}. A case that runs out of memory, times out, crashes or cannot run on a device becomes a "
+        "row with that status; the sweep goes on.",
+    )
+    parser.add_argument("suite", metavar="SUITE", help="suite file, e.g. suites/smoke.yaml")
+    parser.add_argument("--out", metavar="DIR", default="results",
+                        help="root directory for results; the run goes to DIR/<suite>/<run-id>/ (default: results)")
+    parser.add_argument("--device", choices=("auto", *KNOWN_DEVICES), default=None,
+                        help="run every case on this device instead of the suite's 'device' list; it must exist "
+                        "here (auto = cuda, then mps, then cpu)")
+    parser.add_argument("--resume", metavar="RUN_DIR", default=None,
+                        help="continue an interrupted run in RUN_DIR: only cases without a row are run")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the cases, their predicted MACs and memory, which would be skipped and why, "
+                        "and a lower-bound time estimate; run and write nothing")
+    parser.add_argument("--no-report", action="store_true", help="do not render the report at the end of the run")
+    parser.set_defaults(func=run_from_args)
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    return run(args.suite, out=args.out, device=args.device, resume=args.resume, dry_run=args.dry_run,
+               report=not args.no_report)
+
+
+def run(suite: str | Path, out: str | Path = "results", device: str | None = None, resume: str | Path | None = None,
+        dry_run: bool = False, report: bool = True, console: Console | None = None) -> int:
+    """Keyword API of the command (tests call this). Returns the exit code: 0 when no case errored."""
+    from ..runner import dry_run as do_dry_run
+    from ..runner import run_suite
+    from ..suite import load_suite
+    from ..summary import print_summary
+
+    console = console or Console()
+    loaded = load_suite(suite)
+    if dry_run:
+        do_dry_run(loaded, device=device, console=console)
+        return 0
+    try:
+        run_dir = run_suite(loaded, out=out, device=device, resume=resume, console=console)
+    except KeyboardInterrupt:
+        return 130
+    results = store.read_results(run_dir)
+    print_summary(results, console, title=f"{loaded.name} - {run_dir}")
+    if report:
+        _write_report(run_dir, console)
+    console.print(f"Results: {run_dir}")
+    return 1 if (results["status"] == "error").any() else 0
+
+
+def _write_report(run_dir: Path, console: Console) -> None:
+    """Render the report when the report package provides ``write_report`` (optional, imported lazily)."""
+    try:
+        module = importlib.import_module("attnbench.report")
+    except ImportError:
+        return
+    write_report = getattr(module, "write_report", None)
+    if write_report is None:
+        return
+    try:
+        path = write_report(run_dir)
+    except Exception as exc:  # a report bug must not hide the results that were just measured
+        console.print(f"[yellow]report not written[/yellow]: {type(exc).__name__}: {exc}")
+        return
+    if isinstance(path, (list, tuple)):  # some versions return every file written
+        path = next((p for p in path if str(p).endswith(".md")), path[0] if path else None)
+    if path:
+        console.print(f"Report: {path}")

@@ -1,0 +1,89 @@
+"""FLOPs: the mechanism's analytic MACs, cross-checked by fvcore and FlopCounterMode.
+
+Why three numbers: the analytic formula (``mechanism.flops(H, W)``, MACs like the papers) is the
+truth; counters catch a formula that drifted from the code, but each has blind spots (fvcore skips
+SDPA unless taught, FlopCounterMode misses the CPU flash kernel, both count a masked kernel as
+dense). So the row keeps all three, and ``macs_mismatch`` is set when a counted value differs from
+the analytic one by more than ``tolerance`` -- reported, never hidden or "fixed".
+
+Counting runs on the ``meta`` device by default: shapes only, no memory and no compute, so a 224²
+global attention (tens of GB of logits) is counted in a second. If a mechanism cannot run on meta
+(data-dependent code), counting falls back to the case's device. For ``mode: train`` the MAC
+columns are still the forward's (the convention of the tables); a step costs about 3x.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from . import MetricContext
+from .flop_counting import flop_counter_macs, fvcore_macs
+
+NAME = "flops"
+OPTIONS_KEY = "flops"
+EXCLUSIVE = False
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    fvcore: bool = Field(True, description="cross-check with fvcore (SDPA handle registered)")
+    flop_counter: bool = Field(True, description="cross-check with torch.utils.flop_counter (CPU flash op mapped)")
+    tolerance: float = Field(0.02, ge=0, description="relative difference above which macs_mismatch is set")
+    count_on: Literal["meta", "device"] = Field("meta", description="count on shape-only meta tensors, or run for real")
+
+
+def analytic_macs(ctx: MetricContext) -> dict[str, int]:
+    """Analytic MACs of one forward for the case's batch: ``total`` and the ``attention`` (non-linear) part."""
+    case = ctx.case
+    module = case.build_module(device="meta")
+    parts = module.flops(case.height, case.width)
+    total = int(parts["total"])
+    linear = int(module.linear_macs(case.height, case.width)) if hasattr(module, "linear_macs") else 0
+    attention = int(parts.get("attention", total - linear))
+    return {"total": total * case.batch_size, "attention": attention * case.batch_size}
+
+
+def _inputs(ctx: MetricContext, where: str) -> tuple[torch.nn.Module, torch.Tensor]:
+    device = "meta" if where == "meta" else ctx.device
+    return ctx.case.build_module(device=device).eval(), ctx.case.make_input(device=device)
+
+
+def _count(ctx: MetricContext, counter, notes: list[str]) -> Any:
+    """Run one counter on meta tensors when asked, falling back to the real device when a mechanism
+    has an op without a meta path there (fvcore's jit trace of a conv on meta fails, for example)."""
+    if ctx.options.count_on == "meta":
+        try:
+            return counter(*_inputs(ctx, "meta"))
+        except Exception as exc:  # any meta-path failure: the real device gives the same count
+            notes.append(f"{counter.__name__} counted on {ctx.device} (meta: {type(exc).__name__})")
+    return counter(*_inputs(ctx, "device"))
+
+
+def mismatch(analytic: int, counted: list[int | None], tolerance: float) -> bool | None:
+    """True when any counted value is off the analytic one by more than ``tolerance`` (relative)."""
+    values = [c for c in counted if c is not None]
+    if not values:
+        return None
+    return any(abs(c - analytic) > tolerance * max(abs(analytic), 1) for c in values)
+
+
+def measure(ctx: MetricContext) -> dict[str, Any]:
+    opts: Options = ctx.options
+    analytic = analytic_macs(ctx)
+    row: dict[str, Any] = {"macs": analytic["total"], "macs_attention": analytic["attention"]}
+    notes: list[str] = []
+    fv = fc = None
+    if opts.fvcore:
+        fv, _, unsupported = _count(ctx, fvcore_macs, notes)
+        row["flops_unsupported_ops"] = json.dumps(dict(sorted(unsupported.items())))
+    if opts.flop_counter:
+        fc, _ = _count(ctx, flop_counter_macs, notes)
+    row["macs_fvcore"] = fv
+    row["macs_flop_counter"] = fc
+    row["macs_mismatch"] = mismatch(analytic["total"], [fv, fc], opts.tolerance)
+    if notes:
+        row["flops_note"] = "; ".join(notes)
+    return row

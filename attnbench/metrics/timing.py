@@ -1,0 +1,83 @@
+"""Latency and throughput of one step, with ``torch.utils.benchmark.Timer.blocked_autorange``.
+
+Why this way: ``blocked_autorange`` sizes blocks so the timer's own overhead is negligible and
+returns every block, so median and IQR (robust to the bursts of a shared machine) come with the raw
+samples. On top of it: explicit warm-up calls (lazy init, allocator growth, oneDNN primitive
+caches), a device sync *inside* the timed statement on CUDA and MPS (the default timer does not
+sync MPS), and an explicit thread count that is recorded in the row (on a busy 2-core box two
+threads can be 5x slower than one).
+
+Columns: ``latency_ms`` (median per call), ``latency_iqr_ms``, ``latency_mean_ms``, ``timing_runs``
+(blocks), ``throughput_img_s``, ``tokens_per_s``, ``achieved_gflops`` = 2 x forward MACs x (3 when
+training) / latency, and ``efficiency`` = achieved / the matmul peak measured for this run and dtype.
+Raw per-call times of every block go to samples.jsonl as ``latency_ms``.
+"""
+from __future__ import annotations
+
+import timeit
+from typing import Any, Callable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from . import MetricContext
+from .workload import make_workload, step_macs_factor
+
+NAME = "time"
+OPTIONS_KEY = "timing"
+EXCLUSIVE = True
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    min_run_time: float = Field(1.0, gt=0, description="seconds of measured blocks (blocked_autorange)")
+    threads: int = Field(1, ge=1, description="intra-op threads while timing (recorded in every row)")
+    warmup: int = Field(1, ge=0, description="untimed calls before measuring")
+
+
+def time_step(step: Callable[[], None], sync: Callable[[], None], *, threads: int, min_run_time: float,
+              warmup: int, timer: Callable[[], float] = timeit.default_timer) -> Any:
+    """Warm up, then ``blocked_autorange``; returns the torch ``Measurement`` (per-call times, seconds).
+
+    ``timer`` is the clock, injectable so tests check the statistics without a wall clock.
+    """
+    from torch.utils.benchmark import Timer
+
+    for _ in range(warmup):
+        step()
+    sync()
+    t = Timer(stmt="step(); sync()", globals={"step": step, "sync": sync}, num_threads=threads, timer=timer)
+    return t.blocked_autorange(min_run_time=min_run_time)
+
+
+def summarize(ctx: MetricContext, measurement: Any, forward_macs: int | None) -> dict[str, Any]:
+    """Row columns from a Measurement; raw per-call times (ms) go to the context's samples."""
+    case = ctx.case
+    times = [float(t) for t in measurement.times]
+    ctx.add_samples("latency_ms", [t * 1e3 for t in times])
+    median = float(measurement.median)
+    row: dict[str, Any] = {
+        "latency_ms": median * 1e3,
+        "latency_iqr_ms": float(measurement.iqr) * 1e3,
+        "latency_mean_ms": float(measurement.mean) * 1e3,
+        "timing_runs": len(times),
+        "throughput_img_s": case.batch_size / median,
+        "tokens_per_s": case.batch_size * case.tokens / median,
+        "achieved_gflops": None,
+        "efficiency": None,
+    }
+    if forward_macs:
+        achieved = 2 * forward_macs * step_macs_factor(case.mode) / median / 1e9
+        row["achieved_gflops"] = achieved
+        peak = (ctx.env.get("matmul_peak_gflops") or {}).get(case.dtype)
+        row["efficiency"] = achieved / peak if peak else None
+    return row
+
+
+def measure(ctx: MetricContext, timer: Callable[[], float] = timeit.default_timer) -> dict[str, Any]:
+    from .flops import analytic_macs
+
+    opts: Options = ctx.options
+    work = make_workload(ctx)
+    m = time_step(work.step, work.sync, threads=opts.threads, min_run_time=opts.min_run_time,
+                  warmup=opts.warmup, timer=timer)
+    return summarize(ctx, m, analytic_macs(ctx)["total"])

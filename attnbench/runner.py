@@ -1,0 +1,272 @@
+"""Run a suite: expand it, skip what cannot run (saying why), measure the rest in workers, store rows.
+
+Why it is built this way:
+- Every case ends as exactly one row, whatever happens: ``ok``, ``oom`` (predicted or real),
+  ``unsupported`` (device absent, kernel missing), ``timeout`` (predicted lower bound or killed),
+  ``error`` (anything else, one line; the traceback is in ``worker.log``).
+- ``results.csv`` is rewritten atomically after every case and samples are appended, so Ctrl-C or a
+  kill -9 loses at most the case in flight, and ``--resume RUN_DIR`` runs only the missing cases.
+- Environment and the matmul peaks are measured once per run, in the parent, before any case.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from . import UserError, devices, store
+from .case import Case
+from .executor import LocalExecutor, Outcome
+from .predict import Prediction, predict, skip_reason
+from .suite import Suite
+from .worker import Job, WorkerInit
+
+RUN_METRICS = ("memory", "time", "fidelity", "receptive_field", "accuracy")  # metrics that execute the module
+
+
+@dataclass
+class Plan:
+    """What a run will do with each case: run it, or write a row for it right away."""
+
+    cases: list[Case]
+    predictions: dict[str, Prediction] = field(default_factory=dict)
+    skips: dict[str, tuple[str, str]] = field(default_factory=dict)  # case key -> (status, reason)
+
+
+def threads_for(suite: Suite) -> int:
+    if "time" in suite.metrics and suite.options_for("time") is not None:
+        return int(suite.options_for("time").threads)
+    return 1
+
+
+def _opt(suite: Suite, metric: str, name: str, default: Any) -> Any:
+    opts = suite.metric_options.get(metric)
+    return getattr(opts, name, default) if opts is not None else default
+
+
+def matmul_peaks(device: str, dtypes: list[str], threads: int, quick: bool = False) -> dict[str, float]:
+    from .case import DTYPES
+
+    old = torch.get_num_threads()
+    try:
+        return {d: devices.matmul_peak_gflops(device, DTYPES[d], threads, min_run_time=0.05 if quick else 0.2)
+                for d in dtypes}
+    finally:
+        torch.set_num_threads(old)
+
+
+def mechanism_imports(cases: list[Case]) -> tuple[str, ...]:
+    """Modules a spawned worker must import so every case's mechanism is registered there too
+    (third-party plugins, test-only mechanisms); the built-ins register on ``import mechanisms``."""
+    import mechanisms
+
+    mods = {mechanisms.get(c.mechanism).__module__ for c in cases}
+    return tuple(sorted(m for m in mods if not m.startswith("mechanisms.") and m != "__main__"))
+
+
+def unsupported_reason(case: Case) -> str | None:
+    reason = devices.unavailable_reason(case.device)
+    if reason:
+        return reason
+    if case.backend == "xformers":
+        from mechanisms.global_attention import xformers_available
+
+        ok, why = xformers_available(case.device, case.torch_dtype)
+        return None if ok else why
+    return None
+
+
+def plan(suite: Suite, cases: list[Case], peaks: dict[str, dict[str, float]]) -> Plan:
+    """Predict every case and decide which ones are skipped, and why."""
+    p = Plan(cases=cases)
+    limits = suite.model.limits
+    for case in cases:
+        key = case.key()
+        reason = unsupported_reason(case)
+        if reason:
+            p.skips[key] = ("unsupported", reason)
+            continue
+        pred = predict(case, peaks.get(case.device, {}).get(case.dtype))
+        p.predictions[key] = pred
+        skip = skip_reason(case, pred, suite.metrics, limits.max_memory_gb, limits.timeout_s,
+                           _opt(suite, "memory", "warmup", 1), _opt(suite, "time", "warmup", 1))
+        if skip:
+            p.skips[key] = skip
+    return p
+
+
+def static_columns(suite: Suite, case: Case) -> dict[str, Any]:
+    """Columns known without running: analytic MACs and parameter counts (on the meta device)."""
+    cols: dict[str, Any] = {}
+    module = case.build_module(device="meta")
+    if "flops" in suite.metrics:
+        parts = module.flops(case.height, case.width)
+        total = int(parts["total"])
+        linear = int(module.linear_macs(case.height, case.width)) if hasattr(module, "linear_macs") else 0
+        cols["macs"] = total * case.batch_size
+        cols["macs_attention"] = int(parts.get("attention", total - linear)) * case.batch_size
+    if "params" in suite.metrics:
+        params = list(module.parameters())
+        cols["params"] = sum(q.numel() for q in params)
+        cols["params_trainable"] = sum(q.numel() for q in params if q.requires_grad)
+    return cols
+
+
+class RunState:
+    """Rows of a run in case order, persisted after every change."""
+
+    def __init__(self, run_dir: Path, cases: list[Case], existing: dict[str, dict[str, Any]]) -> None:
+        self.run_dir = run_dir
+        self.order = [c.key() for c in cases]
+        self.rows: dict[str, dict[str, Any]] = dict(existing)
+
+    def add(self, case: Case, status: str, error: str | None, threads: int, wall_s: float | None,
+            columns: dict[str, Any], samples: dict[str, list[float]] | None = None) -> dict[str, Any]:
+        row = {"case_key": case.key(), **case.id_row(), "status": status, "error": error, "threads": threads,
+               "wall_s": wall_s, **columns}
+        self.rows[case.key()] = row
+        if samples:
+            store.append_samples(self.run_dir, case.key(), case.label, samples)
+        self.flush()
+        return row
+
+    def flush(self) -> None:
+        keys = [k for k in self.order if k in self.rows] + [k for k in self.rows if k not in set(self.order)]
+        store.write_results(self.run_dir, [self.rows[k] for k in keys])
+
+
+def _existing_rows(run_dir: Path) -> dict[str, dict[str, Any]]:
+    frame = store.read_results(run_dir)
+    if frame.empty:
+        return {}
+    frame = frame.astype(object).where(frame.notna(), None)
+    return {str(r["case_key"]): dict(r) for r in frame.to_dict("records")}
+
+
+def prepare_run_dir(suite: Suite, out: Path, device: str, resume: Path | None) -> Path:
+    if resume is None:
+        return store.create_run_dir(out, suite.name, device)
+    resume = Path(resume)
+    if not resume.is_dir():
+        raise UserError(f"--resume {resume}: no such run directory")
+    if not (resume / store.SUITE_YAML).exists() and not (resume / store.RESULTS_CSV).exists():
+        raise UserError(f"--resume {resume}: not a run directory (no {store.SUITE_YAML}); pass results/<suite>/<run-id>")
+    previous = store.load_run(resume).suite.get("name")
+    if previous and previous != suite.name:
+        raise UserError(f"--resume {resume}: that run is of suite {previous!r}, not {suite.name!r}; pass the same suite")
+    return resume
+
+
+def run_suite(suite: Suite, out: Path | str = "results", device: str | None = None, resume: Path | str | None = None,
+              console: Console | None = None, executor: Any = None) -> Path:
+    """Run every case of ``suite``; returns the run directory. Ctrl-C keeps what has finished."""
+    console = console or Console(stderr=True)
+    devs = devices.resolve_devices(suite.model.device, device)
+    cases = suite.expand(devs)
+    threads = threads_for(suite)
+    dtypes = sorted({c.dtype for c in cases})
+    run_dir = prepare_run_dir(suite, Path(out), devs[0], Path(resume) if resume else None)
+
+    env = store.read_env(run_dir) if resume else {}
+    peaks: dict[str, dict[str, float]] = dict(env.get("matmul_peak_gflops_by_device") or {})
+    for dev in devs:
+        if devices.is_available(dev):
+            have = peaks.setdefault(dev, {})
+            missing = [d for d in dtypes if d not in have]
+            if missing:
+                have.update(matmul_peaks(dev, missing, threads))
+    if not env:
+        env = devices.capture_env(devs[0], threads)
+    env["threads"] = threads
+    env["matmul_peak_gflops"] = peaks.get(devs[0], {})
+    env["matmul_peak_gflops_by_device"] = peaks
+    store.write_env(run_dir, env)
+    store.write_suite(run_dir, suite.as_dict())
+
+    existing = _existing_rows(run_dir) if resume else {}
+    state = RunState(run_dir, cases, existing)
+    todo = [c for c in cases if c.key() not in existing]
+    the_plan = plan(suite, todo, peaks)
+    for case in todo:
+        if case.key() in the_plan.skips:
+            status, reason = the_plan.skips[case.key()]
+            cols = static_columns(suite, case) if status != "unsupported" else {}
+            state.add(case, status, reason, threads, 0.0, cols)
+    state.flush()
+    to_run = [c for c in todo if c.key() not in the_plan.skips]
+
+    limits = suite.model.limits
+    runner = executor or LocalExecutor(
+        WorkerInit(threads=threads, max_memory_gb=limits.max_memory_gb, imports=mechanism_imports(to_run),
+                   log_path=str(run_dir / "worker.log")),
+        workers=suite.model.workers, timeout_s=limits.timeout_s, jobs_per_worker=suite.model.cases_per_worker,
+    )
+    options = {m: (o.model_dump(mode="json") if o is not None else None) for m, o in suite.metric_options.items()}
+    jobs = []
+    for case in to_run:
+        job_env = {"matmul_peak_gflops": peaks.get(case.device, {})}
+        jobs.append((case, Job(case=case.to_dict(), metrics=suite.metrics, options=options, env=job_env)))
+
+    console.print(f"[bold]attnbench[/bold] {suite.name}: {len(cases)} cases ({len(existing)} already done, "
+                  f"{len(the_plan.skips)} skipped, {len(to_run)} to run) -> {run_dir}")
+    interrupted = False
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("ETA"), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("starting", total=len(to_run))
+
+        def on_start(case: Case) -> None:
+            progress.update(task, description=f"[cyan]{case.describe()}[/cyan]")
+
+        def on_done(case: Case, outcome: Outcome) -> None:
+            cols = outcome.columns
+            if outcome.status != "ok":
+                cols = {**static_columns(suite, case), **cols}
+            state.add(case, outcome.status, outcome.error, threads, round(outcome.wall_s, 3), cols, outcome.samples)
+            progress.advance(task)
+            if outcome.status != "ok":
+                progress.console.print(f"  [yellow]{outcome.status}[/yellow] {case.describe()}: {outcome.error}")
+
+        try:
+            runner.run(jobs, on_start, on_done)
+        except KeyboardInterrupt:
+            interrupted = True
+    state.flush()
+    if interrupted:
+        console.print(f"[red]interrupted[/red]: finished rows are in {run_dir / store.RESULTS_CSV}; continue with\n"
+                      f"  attnbench run {suite.path or '<suite>'} --resume {run_dir}")
+        raise KeyboardInterrupt
+    return run_dir
+
+
+def dry_run(suite: Suite, device: str | None = None, console: Console | None = None) -> Plan:
+    """Print the cases with predicted MACs, memory and a time estimate; run nothing, write nothing."""
+    from .summary import print_plan
+
+    startup = (time.time() - _process_start_time()) / suite.model.cases_per_worker
+    console = console or Console()
+    devs = devices.resolve_devices(suite.model.device, device)
+    cases = suite.expand(devs)
+    threads = threads_for(suite)
+    dtypes = sorted({c.dtype for c in cases})
+    peaks = {d: matmul_peaks(d, dtypes, threads, quick=True) for d in devs if devices.is_available(d)}
+    the_plan = plan(suite, cases, peaks)
+    print_plan(suite, the_plan, peaks, startup, console)
+    return the_plan
+
+
+def _process_start_time() -> float:
+    """When this interpreter started: time since then (imports, suite validation) is a measured
+    stand-in for a worker's start-up cost, which imports the same libraries."""
+    try:
+        import psutil
+
+        return psutil.Process(os.getpid()).create_time()
+    except Exception:  # psutil missing or restricted: no start-up estimate
+        return time.time()

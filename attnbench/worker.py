@@ -1,0 +1,168 @@
+"""What runs inside a worker process: set the process up once, then measure cases sent to it.
+
+Why a separate process per case (or per few cases): an out-of-memory, a segfault in a kernel or a
+hang must cost one row, not the sweep; a fresh process also gives every case a clean allocator
+(timm#955: later models in one process get fragmented CUDA memory and slower cuDNN algorithms).
+Everything here must be importable by a ``spawn``-ed interpreter: plain functions, plain data.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+GIB = 2**30
+CPU_ALLOC_FAILURE = "DefaultCPUAllocator: can't allocate memory"
+
+
+@dataclass
+class WorkerInit:
+    """Per-process settings, the same for every case a worker runs."""
+
+    threads: int = 1
+    max_memory_gb: float | None = None  # hard cap on CPU (RLIMIT_DATA) and CUDA (memory fraction)
+    imports: tuple[str, ...] = ()  # modules that register non-builtin mechanisms (plugins, tests)
+    log_path: str | None = None  # stdout/stderr of the worker go here, keeping the terminal clean
+
+
+@dataclass
+class Job:
+    """One case to measure: the case, the metrics with their option dicts, and run-level facts."""
+
+    case: dict[str, Any]
+    metrics: list[str]
+    options: dict[str, dict[str, Any] | None]
+    env: dict[str, Any] = field(default_factory=dict)
+
+
+def _vm_data_bytes() -> int | None:
+    try:
+        with open("/proc/self/status", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("VmData:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _cap_cpu_memory(max_memory_gb: float) -> None:
+    """Make CPU allocations past the limit fail in this process instead of swapping the machine.
+
+    RLIMIT_DATA bounds private writable memory (Linux >= 4.7), which is where tensors live; the cap
+    is the process's current data size plus the limit, so imports don't eat into the budget.
+    """
+    try:
+        import resource
+    except ImportError:  # Windows
+        return
+    current = _vm_data_bytes()
+    if current is None:
+        return
+    cap = current + int(max_memory_gb * GIB)
+    _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    if hard != resource.RLIM_INFINITY:
+        cap = min(cap, hard)
+    resource.setrlimit(resource.RLIMIT_DATA, (cap, hard))
+
+
+def setup_process(init: WorkerInit) -> None:
+    if init.log_path:
+        fd = os.open(init.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+    import warnings
+
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"fvcore.*|iopath.*")
+    import torch
+
+    torch.set_num_threads(init.threads)
+    for name in init.imports:
+        importlib.import_module(name)
+    import mechanisms  # noqa: F401  (registers the built-ins)
+
+    if init.max_memory_gb:
+        _cap_cpu_memory(init.max_memory_gb)
+        if torch.cuda.is_available():
+            total = torch.cuda.get_device_properties(0).total_memory
+            fraction = init.max_memory_gb * GIB / total
+            if fraction < 1:
+                torch.cuda.set_per_process_memory_fraction(fraction)
+
+
+def is_oom(exc: BaseException) -> bool:
+    """Out of memory, by type (CUDA, MPS) -- or, on CPU, by the allocator's message, since torch
+    raises a plain RuntimeError there (there is no distinct type to catch)."""
+    import torch
+
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(exc, RuntimeError) and CPU_ALLOC_FAILURE in str(exc)
+
+
+def one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if len(text) > 400:
+        text = text[:397] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def run_job(job: Job, threads: int) -> dict[str, Any]:
+    """Measure one case with every metric; never raises. Returns {status, error, columns, samples}."""
+    import torch
+
+    from .case import Case
+    from .metrics import MetricContext, metric_module
+
+    case = Case.from_dict(job.case)
+    columns: dict[str, Any] = {}
+    samples: dict[str, list[float]] = {}
+    status, error = "ok", None
+    for name in job.metrics:
+        mod = metric_module(name)
+        opts_cls = getattr(mod, "Options", None)
+        opts = opts_cls.model_validate(job.options.get(name) or {}) if opts_cls is not None else None
+        ctx = MetricContext(case=case, options=opts, device=torch.device(case.device), dtype=case.torch_dtype,
+                            threads=threads, env=job.env)
+        try:
+            columns.update(mod.measure(ctx))
+        except NotImplementedError as exc:
+            status, error = "unsupported", f"{name}: {one_line(exc)}"
+        except Exception as exc:
+            if is_oom(exc):
+                status, error = "oom", f"{name}: {one_line(exc)}"
+            else:
+                status, error = "error", f"{name}: {one_line(exc)}"
+                traceback.print_exc()  # into the worker log, for whoever debugs it
+        finally:
+            samples.update(ctx.samples)
+        if status != "ok":
+            break
+    return {"status": status, "error": error, "columns": columns, "samples": samples}
+
+
+def worker_main(conn: Any, init: WorkerInit, max_jobs: int) -> None:
+    """Process entry point: set up, then answer jobs until told to stop or ``max_jobs`` are done."""
+    setup_process(init)
+    done = 0
+    while done < max_jobs:
+        try:
+            job = conn.recv()
+        except EOFError:
+            return
+        if job is None:
+            return
+        start = time.perf_counter()
+        result = run_job(job, init.threads)
+        result["wall_s"] = time.perf_counter() - start
+        sys.stdout.flush()
+        sys.stderr.flush()
+        conn.send(result)
+        done += 1
