@@ -13,6 +13,7 @@ compared with its predecessor. The options of such a pair are shown in a note.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -38,6 +39,15 @@ MEMORY_RTOL = 0.01
 MEMORY_ATOL_MIB = 0.25
 
 ORDER = {"regression": 0, "improvement": 1, "inconclusive": 2, "unchanged": 3}
+
+
+def _natural(text: str) -> list:
+    """Sort key that puts ``8x8`` before ``16x16``."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
+
+
+def _order(f: "Finding") -> tuple:
+    return (ORDER.get(f.verdict, 9), _natural(f.case), f.metric)
 
 
 @dataclass
@@ -80,7 +90,7 @@ class Comparison:
         return 1 if self.regressions else 0
 
     def to_frame(self) -> pd.DataFrame:
-        rows = sorted(self.findings, key=lambda f: (ORDER.get(f.verdict, 9), f.case, f.metric))
+        rows = sorted(self.findings, key=_order)
         return pd.DataFrame([f.__dict__ for f in rows])
 
     def render(self, fmt: str = "text", show_unchanged: bool = True) -> str:
@@ -210,9 +220,11 @@ def compare_pair(brow: pd.Series, nrow: pd.Series, baseline: Run, new: Run, *, t
     b = new.samples.get((key, "latency_ms"))
     if a is not None and b is not None:
         est = compare_samples(a, b, threshold=threshold, confidence=confidence)
+        detail = est.reason if est.verdict == "inconclusive" else (
+            f"n={est.n_base}/{est.n_new}, Mann-Whitney p={est.p_value:.2g}")
         out.append(Finding(name, "latency_ms", _num(brow.get("latency_ms")), _num(nrow.get("latency_ms")),
                            est.verdict, est.ratio, est.ci_low, est.ci_high, est.p_value,
-                           "; ".join(x for x in (note, est.reason) if x), key))
+                           "; ".join(x for x in (note, detail) if x), key))
     elif _present(brow.get("latency_ms")) and _present(nrow.get("latency_ms")):
         bl, nl = _num(brow.get("latency_ms")), _num(nrow.get("latency_ms"))
         out.append(Finding(name, "latency_ms", bl, nl, "inconclusive", ratio=nl / bl if bl else math.nan,
@@ -285,8 +297,9 @@ def render_comparison(comp: Comparison, fmt: str = "text", show_unchanged: bool 
     lines: list[str] = []
     counts = {v: len(comp.by_verdict(v)) for v in ORDER}
     verdict = "REGRESSION" if comp.regressions else "OK"
+    ncases = len({f.case_key or f.case for f in comp.findings})
     head = (f"{verdict}: {counts['regression']} regression(s), {counts['improvement']} improvement(s), "
-            f"{counts['inconclusive']} inconclusive, {counts['unchanged']} unchanged "
+            f"{counts['inconclusive']} inconclusive, {counts['unchanged']} unchanged in {ncases} matched cases "
             f"({comp.baseline_name} -> {comp.new_name}; latency threshold {comp.threshold:.0%}, "
             f"{comp.confidence:.0%} confidence)")
     lines.append(f"**{head}**" if md else head)
@@ -295,7 +308,7 @@ def render_comparison(comp: Comparison, fmt: str = "text", show_unchanged: bool 
             w = f"WARNING: environment differs: {k} = {a!r} (baseline) vs {b!r} (new); timings are not comparable"
             lines.append(f"> {w}" if md else w)
     lines.append("")
-    shown = [f for f in sorted(comp.findings, key=lambda f: (ORDER.get(f.verdict, 9), f.case, f.metric))
+    shown = [f for f in sorted(comp.findings, key=_order)
              if show_unchanged or f.verdict != "unchanged"]
     # Deterministic metrics that did not change add nothing but length.
     shown = [f for f in shown if f.verdict != "unchanged" or f.metric in ("latency_ms", "status")]
