@@ -33,7 +33,7 @@ def axial_rule(num_heads: int) -> MaskRule:
 class AxialAttention(AttentionBase):
     """Axial attention: each query attends along its row (first half of heads) and its column (second half).
 
-    Ω = 4NC² + NC(H + W); no positional term.
+    Ω (native) = 4NC² + NC(H + W); no positional term.
 
     Args:
         backend: 'native' (rows/columns folded into the batch + SDPA) or 'masked' (global SDPA with a dense mask).
@@ -64,6 +64,8 @@ class AxialAttention(AttentionBase):
         return AttentionPattern(H, W, self.num_heads, rule, rule.__name__)
 
     def flops(self, H: int, W: int) -> dict[str, int]:
+        """MACs of what the selected backend computes: ``native`` NC(H + W), ``masked`` 2N²C for attention."""
         self.check_size(H, W)
         N, C = H * W, self.dim
-        return total({"linear": self.linear_macs(H, W), "attention": N * C * (H + W)})
+        attention = 2 * N * N * C if self.backend == "masked" else N * C * (H + W)
+        return total({"linear": self.linear_macs(H, W), "attention": attention})

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch import Tensor
 
 from .base import (
@@ -54,9 +55,9 @@ class CSWinAttention(AttentionBase):
     """CSWin attention: stripes of width sw, vertical (H x sw) on the first half of the heads and channels,
     horizontal (sw x W) on the second, with stripe-local LePE added before ``proj``.
 
-    Ω = 4NC² + C/2·(2·H·sw·H·Wp + 2·sw·W·Hp·W) + 9·C/2·(H·Wp + Hp·W), with Wp (Hp) = W (H) rounded up to
-    a multiple of min(sw, W) (min(sw, H)): padded stripes are computed (and counted) in full; on sizes
-    sw divides this is the paper's 4NC² + sw·NC(H + W), plus 9NC for LePE.
+    Ω (native) = 4NC² + C/2·(2·H·sw·H·Wp + 2·sw·W·Hp·W) + 9·C/2·(H·Wp + Hp·W), with Wp (Hp) = W (H)
+    rounded up to a multiple of min(sw, W) (min(sw, H)): padded stripes are computed (and counted) in
+    full; on sizes sw divides this is the paper's 4NC² + sw·NC(H + W), plus 9NC for LePE.
 
     Args:
         split_size: stripe width sw in tokens.
@@ -119,25 +120,25 @@ class CSWinAttention(AttentionBase):
         return out[:, :H, :W]
 
     def output_term(self, q: Tensor, k: Tensor, v: Tensor, H: int, W: int) -> Tensor:
-        """LePE as a dense neighbour sum: for each 3x3 offset, a (N, N) 0/1 matrix that picks the
-        neighbour when it lies on the map *and in the query's stripe*; no conv, no partition."""
-        half = self.num_heads // 2
-        idx = torch.arange(H * W, device=v.device)
-        row, col = idx // W, idx % W
-        stripe = self.pattern(H, W).dense(v.device)[[0, half]]  # 2, N, N: same stripe, per branch
-        outs = []
-        for branch, heads in enumerate((slice(0, half), slice(half, None))):
-            vb = v[:, heads]  # B, h, N, d
-            conv = self.lepe[branch]
-            weight = conv.weight.view(half, self.head_dim, 3, 3)
-            acc = conv.bias.view(1, half, 1, self.head_dim).expand_as(vb)
-            for i in range(3):
-                for j in range(3):
-                    pick = (row[None, :] == row[:, None] + i - 1) & (col[None, :] == col[:, None] + j - 1)
-                    pick = (pick & stripe[branch]).to(vb.dtype)  # N, N
-                    acc = acc + torch.einsum("tn,bhnd->bhtd", pick, vb) * weight[None, :, None, :, i, j]
-            outs.append(acc)
-        return torch.cat(outs, dim=1)
+        """LePE without stripes or conv2d, for the `masked` backend and the reference: the nine 3x3
+        neighbours are taken as shifts of the whole zero-ringed map, kept only when the neighbour lies
+        in the query's stripe, and mixed by the conv weights. O(9NC), like the conv it checks."""
+        B, heads, N, d = v.shape
+        half, sw = heads // 2, self.split_size
+        ringed = F.pad(v.view(B, heads, H, W, d), (0, 0, 1, 1, 1, 1))  # zero ring = off the map
+        row = torch.arange(H, device=v.device)[:, None].expand(H, W)
+        col = torch.arange(W, device=v.device)[None, :].expand(H, W)
+        taps, keep = [], []
+        for i in range(3):
+            for j in range(3):
+                taps.append(ringed[:, :, i : i + H, j : j + W])  # neighbour (r + i - 1, c + j - 1)
+                in_column_stripe = _same_stripe(col, col + j - 1, sw)  # vertical branch
+                in_row_stripe = _same_stripe(row, row + i - 1, sw)  # horizontal branch
+                keep.append(torch.stack([in_column_stripe] * half + [in_row_stripe] * half))  # heads, H, W
+        taps = torch.stack(taps, dim=-1) * torch.stack(keep, dim=-1)[None, :, :, :, None, :].to(v.dtype)
+        weight = torch.cat([conv.weight for conv in self.lepe]).view(heads, d, 9)
+        bias = torch.cat([conv.bias for conv in self.lepe]).view(1, heads, 1, d)
+        return torch.einsum("bhrcdk,hdk->bhrcd", taps, weight).reshape(B, heads, N, d) + bias
 
     def pattern(self, H: int, W: int) -> AttentionPattern:
         self.check_size(H, W)
@@ -145,18 +146,22 @@ class CSWinAttention(AttentionBase):
         return AttentionPattern(H, W, self.num_heads, rule, rule.__name__)
 
     def flops(self, H: int, W: int) -> dict[str, int]:
+        """MACs of what the selected backend computes: ``native`` counts its padded stripes in full,
+        ``masked`` pays 2N²C for attention; LePE costs 9 MACs per channel and (padded) token."""
         self.check_size(H, W)
         half = self.dim // 2
         (vh, vw), (hh, hw) = self.stripe_shapes(H, W)
-        vertical_tokens = H * ceil_div(W, vw) * vw  # padded map of the vertical branch
-        horizontal_tokens = ceil_div(H, hh) * hh * W
-        return total(
-            {
-                "linear": self.linear_macs(H, W),
+        if self.backend == "masked":
+            tokens = H * W
+            parts = {"attention": 2 * tokens * tokens * self.dim, "lepe": 9 * tokens * self.dim}
+        else:
+            vertical_tokens = H * ceil_div(W, vw) * vw  # padded map of the vertical branch
+            horizontal_tokens = ceil_div(H, hh) * hh * W
+            parts = {
                 "attention": 2 * half * (vertical_tokens * vh * vw + horizontal_tokens * hh * hw),
                 "lepe": 9 * half * (vertical_tokens + horizontal_tokens),
             }
-        )
+        return total({"linear": self.linear_macs(H, W), **parts})
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, split_size={self.split_size}"

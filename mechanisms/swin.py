@@ -66,7 +66,7 @@ def relative_position_index(window_size: int, device: Any = None) -> Tensor:
 class SwinAttention(AttentionBase):
     """Swin window attention: M x M windows with a learned relative position bias; optionally shifted.
 
-    Ω = 4NC² + 2M²·Hp·Wp·C, with Hp, Wp = H, W rounded up to multiples of M: the padded windows are
+    Ω (native) = 4NC² + 2M²·Hp·Wp·C, with Hp, Wp = H, W rounded up to multiples of M: the padded windows are
     computed (and counted) in full; on sizes M divides this is the paper's 4NC² + 2M²NC.
     When the map fits in one window (H <= M and W <= M) the shift is disabled, as in the official code
     (which also shrinks M to min(H, W) when only one side fits; here M stays, the spec's rule).
@@ -167,10 +167,15 @@ class SwinAttention(AttentionBase):
         return AttentionPattern(H, W, self.num_heads, rule, rule.__name__)
 
     def flops(self, H: int, W: int) -> dict[str, int]:
+        """MACs of what the selected backend computes: ``native`` its padded windows in full,
+        ``masked`` 2N²C for attention (the bias and masks are additions, not counted)."""
         self.check_size(H, W)
         M, C = self.window_size, self.dim
-        padded_tokens = ceil_div(H, M) * M * ceil_div(W, M) * M
-        return total({"linear": self.linear_macs(H, W), "attention": 2 * M * M * padded_tokens * C})
+        if self.backend == "masked":
+            attention = 2 * (H * W) ** 2 * C
+        else:
+            attention = 2 * M * M * ceil_div(H, M) * M * ceil_div(W, M) * M * C
+        return total({"linear": self.linear_macs(H, W), "attention": attention})
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, window_size={self.window_size}, shift={self.shift}"

@@ -110,7 +110,7 @@ def test_dependency_matches_pattern(name, opts, backend, H, W):
         assert not grad[1].any(), "gradient leaked across the batch"
 
 
-@pytest.mark.parametrize("name,opts,backend", [p for p in configs() if p.values[2] in ("native", "math")])
+@pytest.mark.parametrize("name,opts,backend", [p for p in configs() if p.values[2] != "xformers"])
 @pytest.mark.parametrize("H,W", [(14, 14), (13, 10)])
 def test_flops_match_fvcore(name, opts, backend, H, W):
     """Analytic MACs equal fvcore's count (with the SDPA handle) to 1%, padded sizes included."""
