@@ -220,7 +220,7 @@ class AttentionBase(nn.Module):
         mask = self.pattern(H, W).dense(x.device)  # heads, N, N
         bias = self.logit_bias(H, W)
         if bias is not None:
-            mask = torch.zeros_like(bias).masked_fill(~mask, float("-inf")) + bias
+            mask = bias.masked_fill(~mask, float("-inf"))  # one pass over (heads, N, N)
         out = attend(q, k, v, mask, scale=self.scale, dropout_p=self._dropout_p())
         extra = self.output_term(q, k, v, H, W)
         if extra is not None:

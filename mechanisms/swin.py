@@ -153,13 +153,20 @@ class SwinAttention(AttentionBase):
         return out[:, :H, :W]
 
     def logit_bias(self, H: int, W: int) -> Tensor:
-        """(heads, N, N) relative bias from real-grid offsets (clamped where the pattern forbids the pair)."""
-        M = self.window_size
-        idx = torch.arange(H * W, device=self.relative_position_bias_table.device)
-        row, col = idx // W, idx % W
-        dr = (row[:, None] - row[None, :]).clamp(1 - M, M - 1) + M - 1
-        dc = (col[:, None] - col[None, :]).clamp(1 - M, M - 1) + M - 1
-        return self.relative_position_bias_table[dr * (2 * M - 1) + dc].permute(2, 0, 1)
+        """(heads, N, N) relative bias from real-grid offsets (clamped where the pattern forbids the pair).
+
+        The table is read as (heads, 2M-1, 2M-1) and indexed by row offset, then by column offset with
+        one gather written straight in (q_row, q_col, k_row, k_col) order: a single pass over N².
+        """
+        M, heads, D = self.window_size, self.num_heads, 2 * self.window_size - 1
+        table = self.relative_position_bias_table.t().reshape(heads, D, D)
+        rows = torch.arange(H, device=table.device)
+        cols = torch.arange(W, device=table.device)
+        dr = (rows[:, None] - rows[None, :]).clamp(1 - M, M - 1) + M - 1  # H(q), H(k)
+        dc = (cols[:, None] - cols[None, :]).clamp(1 - M, M - 1) + M - 1  # W(q), W(k)
+        by_row = table.index_select(1, dr.flatten()).view(heads, H, 1, H, D).expand(heads, H, W, H, D)
+        bias = torch.gather(by_row, 4, dc.view(1, 1, W, 1, W).expand(heads, H, W, H, W))
+        return bias.reshape(heads, H * W, H * W)
 
     def pattern(self, H: int, W: int) -> AttentionPattern:
         self.check_size(H, W)
