@@ -129,4 +129,4 @@ def test_no_common_cases_is_a_user_error(tmp_path, base):
     with pytest.raises(UserError, match="no case in common"):
         compare_runs(load_run(base), load_run(new))
     assert main(["compare", str(base), str(tmp_path / "missing")]) == 2
-    assert main(["compare", str(base), str(new), "--threshold", "2"]) == 2
+    assert main(["compare", str(base), str(new), "--threshold", "-0.1"]) == 2

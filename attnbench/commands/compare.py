@@ -46,8 +46,8 @@ def compare(baseline: Path | str, new: Path | str, *, threshold: float = DEFAULT
             confidence: float = DEFAULT_CONFIDENCE, fmt: str = "text", allow_env_mismatch: bool = False,
             only_changes: bool = False) -> int:
     """Print the comparison of two run directories; return the exit code (0 ok, 1 regression)."""
-    if threshold < 0 or threshold >= 1:
-        raise UserError(f"--threshold {threshold}: give a fraction in [0, 1), e.g. 0.05 for 5 %")
+    if not threshold >= 0:
+        raise UserError(f"--threshold {threshold}: give a non-negative fraction, e.g. 0.05 for 5 %")
     if not 0.5 <= confidence < 1:
         raise UserError(f"--confidence {confidence}: give a value in [0.5, 1), e.g. 0.95")
     comp = compare_runs(load_run(baseline), load_run(new), threshold=threshold, confidence=confidence,

@@ -38,8 +38,8 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 def history(suite_dir: Path | str, *, threshold: float = DEFAULT_THRESHOLD, window: int = 5, min_runs: int = 2,
             plots: bool = True) -> int:
-    if not 0 <= threshold < 1:
-        raise UserError(f"--threshold {threshold}: give a fraction in [0, 1), e.g. 0.05 for 5 %")
+    if not threshold >= 0:
+        raise UserError(f"--threshold {threshold}: give a non-negative fraction, e.g. 0.05 for 5 %")
     if window < 1 or min_runs < 1:
         raise UserError("--window and --min-runs must be at least 1")
     path, hist = write_history(suite_dir, threshold=threshold, window=window, min_after=min_runs, plots=plots)
