@@ -103,15 +103,21 @@ class LocalExecutor:
 
     def run(self, jobs: Iterable[tuple[Any, Job]], on_start: Callable[[Any], None],
             on_done: Callable[[Any, Outcome], None]) -> None:
-        pending = list(jobs)
-        pending.reverse()  # pop() from the end keeps the given order
+        # Jobs are pulled lazily, one when a worker is free, so the caller may decide about later jobs
+        # from the outcomes of earlier ones (skip 224² once 112² timed out).
+        source = iter(jobs)
+        exhausted = False
         idle: list[_Slot] = []
         busy: list[_Slot] = []
         try:
-            while pending or busy:
-                while pending and len(busy) < self.workers:
+            while not exhausted or busy:
+                while not exhausted and len(busy) < self.workers:
+                    nxt = next(source, None)
+                    if nxt is None:
+                        exhausted = True
+                        break
+                    tag, job = nxt
                     slot = idle.pop() if idle else _Slot(self._ctx, self.init, self.jobs_per_worker)
-                    tag, job = pending.pop()
                     slot.tag, slot.started = tag, time.monotonic()
                     on_start(tag)
                     slot.conn.send(job)

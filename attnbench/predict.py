@@ -13,8 +13,10 @@ Memory model (bytes; conservative, documented here so a row's reason can be chec
   * attention logits: dense backends (``masked``, ``math``) build B·h·N² logits and probabilities
     (×2; ×4 in train: kept for backward plus gradients); ``masked`` also builds the (h, N, N) boolean
     mask from int64 coordinate broadcasts (~3·8 bytes per pair) and, with a positional bias, a float
-    copy (h·N²·elt·2). Other backends materialise at most the per-window logits, B·h·N·K with K the
-    keys per query, recovered from the analytic attention MACs (= 2·N·K·C per image).
+    copy (h·N²·elt·2). ``native`` backends run fused SDPA on CPU and CUDA (flash/memory-efficient
+    kernels, O(N·d) memory: nothing extra); on MPS, whose SDPA materialises the logits, they cost
+    B·h·N·K·elt·(2 | 4) with K the keys per query, recovered from the analytic attention MACs
+    (= 2·N·K·C per image).
 Time bound: one step costs at least 2·MACs·(3 if train) / matmul_peak; a case runs about
 ``steps_needed`` steps (memory warm-up + measured, timing warm-up + block estimate + one block).
 """
@@ -58,7 +60,7 @@ def predict(case: Case, matmul_peak_gflops: float | None = None) -> Prediction:
         mem += B * h * N * N * elt * (4 if train else 2)
         if case.backend == "masked":
             mem += N * N * (3 * 8 + h) + h * N * N * elt * 2
-    else:
+    elif case.device == "mps":
         keys_per_query = attention_macs / max(2 * N * C, 1)
         mem += int(B * h * N * keys_per_query * elt * (4 if train else 2))
 

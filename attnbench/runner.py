@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from . import UserError, devices, store
 from .case import Case
 from .executor import LocalExecutor, Outcome
-from .predict import Prediction, predict, skip_reason
+from .predict import Prediction, predict, skip_reason, steps_needed
 from .suite import Suite
 from .worker import Job, WorkerInit
 
@@ -37,6 +37,57 @@ class Plan:
     cases: list[Case]
     predictions: dict[str, Prediction] = field(default_factory=dict)
     skips: dict[str, tuple[str, str]] = field(default_factory=dict)  # case key -> (status, reason)
+
+
+class Calibration:
+    """Skip a case whose cost the same configuration at a smaller size already rules out.
+
+    Cost grows with the token count, so once a configuration (everything but the size) hit
+    ``timeout`` or ``oom`` at some size, larger sizes are skipped with that status; and a size whose
+    step time, extrapolated from the largest measured size by the analytic MACs ratio, makes the
+    case exceed ``limits.timeout_s`` is skipped as ``timeout``. The row says which measurement the
+    decision came from. Cases run in the suite's order (sizes ascending as listed), so the smaller
+    sizes are measured first.
+    """
+
+    def __init__(self, steps: int, timeout_s: float) -> None:
+        self.steps = max(steps, 1)
+        self.timeout_s = timeout_s
+        self.failed: dict[tuple, tuple[str, Case]] = {}
+        self.measured: dict[tuple, tuple[Case, int, float]] = {}  # config -> (case, macs, step seconds)
+
+    @staticmethod
+    def config(case: Case) -> tuple:
+        return (case.mechanism, case.label, case.options, case.batch_size, case.dim, case.num_heads, case.dtype,
+                case.device, case.mode, case.task)
+
+    def record(self, case: Case, outcome: Outcome) -> None:
+        key = self.config(case)
+        if outcome.status in ("timeout", "oom"):
+            prev = self.failed.get(key)
+            if prev is None or case.tokens < prev[1].tokens:
+                self.failed[key] = (outcome.status, case)
+        latency = outcome.columns.get("latency_ms")
+        macs = outcome.columns.get("macs")
+        if outcome.status == "ok" and latency and macs:
+            prev = self.measured.get(key)
+            if prev is None or case.tokens >= prev[0].tokens:
+                self.measured[key] = (case, int(macs), latency / 1e3)
+
+    def skip(self, case: Case) -> tuple[str, str] | None:
+        key = self.config(case)
+        failed = self.failed.get(key)
+        if failed and case.tokens >= failed[1].tokens:
+            status, small = failed
+            return status, f"not run: the same configuration at {small.height}x{small.width} already ended in {status}"
+        measured = self.measured.get(key)
+        if measured and case.tokens > measured[0].tokens:
+            small, macs, step_s = measured
+            est = step_s * predict(case).macs / max(macs, 1)
+            if self.steps * est > self.timeout_s:
+                return "timeout", (f"not run: {self.steps} steps x ~{est:.0f} s (step time measured at {small.height}x"
+                                   f"{small.width}, scaled by analytic MACs) > limits.timeout_s={self.timeout_s:g}")
+        return None
 
 
 def threads_for(suite: Suite) -> int:
@@ -92,7 +143,9 @@ def plan(suite: Suite, cases: list[Case], peaks: dict[str, dict[str, float]]) ->
         if reason:
             p.skips[key] = ("unsupported", reason)
             continue
-        pred = predict(case, peaks.get(case.device, {}).get(case.dtype))
+        # The time bound uses the device's best peak over all dtypes: kernels may compute in another
+        # precision than their inputs (CPU SDPA accumulates bf16 in fp32 at near-fp32 speed).
+        pred = predict(case, max(peaks.get(case.device, {}).values(), default=None))
         p.predictions[key] = pred
         skip = skip_reason(case, pred, suite.metrics, limits.max_memory_gb, limits.timeout_s,
                            _opt(suite, "memory", "warmup", 1), _opt(suite, "time", "warmup", 1))
@@ -170,7 +223,7 @@ def run_suite(suite: Suite, out: Path | str = "results", device: str | None = No
     devs = devices.resolve_devices(suite.model.device, device)
     cases = suite.expand(devs)
     threads = threads_for(suite)
-    dtypes = sorted({c.dtype for c in cases})
+    dtypes = sorted({c.dtype for c in cases} | {"float32"})
     run_dir = prepare_run_dir(suite, Path(out), devs[0], Path(resume) if resume else None)
 
     env = store.read_env(run_dir) if resume else {}
@@ -208,10 +261,19 @@ def run_suite(suite: Suite, out: Path | str = "results", device: str | None = No
         workers=suite.model.workers, timeout_s=limits.timeout_s, jobs_per_worker=suite.model.cases_per_worker,
     )
     options = {m: (o.model_dump(mode="json") if o is not None else None) for m, o in suite.metric_options.items()}
-    jobs = []
-    for case in to_run:
-        job_env = {"matmul_peak_gflops": peaks.get(case.device, {})}
-        jobs.append((case, Job(case=case.to_dict(), metrics=suite.metrics, options=options, env=job_env)))
+    calib = Calibration(steps_needed(suite.metrics, _opt(suite, "memory", "warmup", 1), _opt(suite, "time", "warmup", 1)),
+                        limits.timeout_s)
+
+    def jobs():
+        """Yield the cases still worth running; write a row for those the measured cost rules out."""
+        for case in to_run:
+            skip = calib.skip(case)
+            if skip:
+                state.add(case, skip[0], skip[1], threads, 0.0, static_columns(suite, case))
+                progress.advance(task)
+                continue
+            env = {"matmul_peak_gflops": peaks.get(case.device, {})}
+            yield case, Job(case=case.to_dict(), metrics=suite.metrics, options=options, env=env)
 
     console.print(f"[bold]attnbench[/bold] {suite.name}: {len(cases)} cases ({len(existing)} already done, "
                   f"{len(the_plan.skips)} skipped, {len(to_run)} to run) -> {run_dir}")
@@ -229,12 +291,13 @@ def run_suite(suite: Suite, out: Path | str = "results", device: str | None = No
             if outcome.status != "ok":
                 cols = {**static_columns(suite, case), **cols}
             state.add(case, outcome.status, outcome.error, threads, round(outcome.wall_s, 3), cols, outcome.samples)
+            calib.record(case, outcome)
             progress.advance(task)
             if outcome.status != "ok":
                 progress.console.print(f"  [yellow]{outcome.status}[/yellow] {case.describe()}: {outcome.error}")
 
         try:
-            runner.run(jobs, on_start, on_done)
+            runner.run(jobs(), on_start, on_done)
         except KeyboardInterrupt:
             interrupted = True
     state.flush()
@@ -254,7 +317,7 @@ def dry_run(suite: Suite, device: str | None = None, console: Console | None = N
     devs = devices.resolve_devices(suite.model.device, device)
     cases = suite.expand(devs)
     threads = threads_for(suite)
-    dtypes = sorted({c.dtype for c in cases})
+    dtypes = sorted({c.dtype for c in cases} | {"float32"})
     peaks = {d: matmul_peaks(d, dtypes, threads, quick=True) for d in devs if devices.is_available(d)}
     the_plan = plan(suite, cases, peaks)
     print_plan(suite, the_plan, peaks, startup, console)

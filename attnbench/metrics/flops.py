@@ -47,8 +47,11 @@ def analytic_macs(ctx: MetricContext) -> dict[str, int]:
 
 
 def _inputs(ctx: MetricContext, where: str) -> tuple[torch.nn.Module, torch.Tensor]:
+    """Module and input for counting. Counts do not depend on the dtype, so a real-device count uses
+    float32 (bfloat16 kernels are far slower on CPUs without native bf16)."""
     device = "meta" if where == "meta" else ctx.device
-    return ctx.case.build_module(device=device).eval(), ctx.case.make_input(device=device)
+    dtype = torch.float32 if where != "meta" and ctx.dtype in (torch.bfloat16, torch.float16) else ctx.dtype
+    return ctx.case.build_module(device=device, dtype=dtype).eval(), ctx.case.make_input(device=device, dtype=dtype)
 
 
 def _count(ctx: MetricContext, counter, notes: list[str]) -> Any:
@@ -75,15 +78,15 @@ def measure(ctx: MetricContext) -> dict[str, Any]:
     analytic = analytic_macs(ctx)
     row: dict[str, Any] = {"macs": analytic["total"], "macs_attention": analytic["attention"]}
     notes: list[str] = []
-    fv = fc = None
+    fv = fc = unsupported = None
     if opts.fvcore:
         fv, _, unsupported = _count(ctx, fvcore_macs, notes)
-        row["flops_unsupported_ops"] = json.dumps(dict(sorted(unsupported.items())))
     if opts.flop_counter:
         fc, _ = _count(ctx, flop_counter_macs, notes)
     row["macs_fvcore"] = fv
     row["macs_flop_counter"] = fc
     row["macs_mismatch"] = mismatch(analytic["total"], [fv, fc], opts.tolerance)
+    row["flops_unsupported_ops"] = json.dumps(dict(sorted(unsupported.items()))) if unsupported is not None else None
     if notes:
         row["flops_note"] = "; ".join(notes)
     return row
