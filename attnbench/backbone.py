@@ -1,0 +1,88 @@
+"""The small fixed backbone the accuracy and receptive-field metrics train or probe.
+
+    patch embedding -> L pre-norm blocks [x + attn(LN(x)); x + MLP(LN(x))] -> mean pool -> linear
+
+Why this shape: every model differs *only* in its attention module, so differences in accuracy can
+be put on the attention. The patch embedding is non-overlapping and there is no convolutional
+position encoding, so attention is the only path between tokens; the readout is mean-pool -> linear
+with **no final norm**, which keeps it additive over tokens: if no token's receptive field ever
+holds two given image regions, the logit is a sum of functions of each region alone (the PairMatch
+chance argument). A mechanism's own positional terms (Swin's bias, CSWin's LePE, Pale's conv
+projections, Slide's shift convs) are part of the mechanism and stay in.
+
+Blocks alternate the way the mechanism's own backbone does: a Swin entry with a shift uses plain
+windows in even blocks and the shifted windows in odd ones (``layer_options``).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+import mechanisms
+
+
+def layer_options(options: dict[str, Any], layer: int) -> dict[str, Any]:
+    """Mechanism options for block ``layer`` (0-based): shifted-window entries alternate plain/shifted."""
+    opts = dict(options)
+    if opts.get("shift", 0) != 0 and layer % 2 == 0:  # Swin: W-MSA in even blocks, SW-MSA in odd ones
+        opts["shift"] = 0
+    return opts
+
+
+def build_attention_stack(mechanism: str, options: dict[str, Any], dim: int, num_heads: int, depth: int) -> list[nn.Module]:
+    return [mechanisms.build(mechanism, dim, num_heads, **layer_options(options, i)) for i in range(depth)]
+
+
+class Block(nn.Module):
+    def __init__(self, attn: nn.Module, dim: int, mlp_ratio: float) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = attn
+        self.norm2 = nn.LayerNorm(dim)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, x: Tensor) -> Tensor:  # B, H, W, C
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class Backbone(nn.Module):
+    """Images (B, channels, H·p, W·p) -> logits (B, classes), over an H x W token grid."""
+
+    def __init__(self, mechanism: str, options: dict[str, Any], *, grid: tuple[int, int], patch_size: int,
+                 in_channels: int, num_classes: int, dim: int, num_heads: int, depth: int, mlp_ratio: float = 2.0) -> None:
+        super().__init__()
+        self.grid, self.patch_size, self.dim = grid, patch_size, dim
+        self.mechanism, self.options = mechanism, dict(options)
+        self.mlp_ratio, self.in_channels, self.num_classes = mlp_ratio, in_channels, num_classes
+        self.patch_embed = nn.Conv2d(in_channels, dim, kernel_size=patch_size, stride=patch_size)
+        self.pos_embed = nn.Parameter(torch.zeros(1, grid[0], grid[1], dim))
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        self.blocks = nn.ModuleList(Block(a, dim, mlp_ratio) for a in build_attention_stack(mechanism, options, dim, num_heads, depth))
+        self.head = nn.Linear(dim, num_classes)
+
+    def tokens(self, images: Tensor) -> Tensor:
+        x = self.patch_embed(images).permute(0, 2, 3, 1)  # B, H, W, C
+        if x.shape[1:3] != self.pos_embed.shape[1:3]:
+            raise ValueError(f"images give a {tuple(x.shape[1:3])} token grid, the backbone was built for {self.grid}")
+        return x + self.pos_embed
+
+    def forward(self, images: Tensor) -> Tensor:
+        x = self.tokens(images)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x.mean(dim=(1, 2)))  # no final norm: the readout stays additive over tokens
+
+    def macs(self) -> int:
+        """Analytic MACs of one forward for one image (the mechanisms' own formulas + linear layers)."""
+        H, W = self.grid
+        N, C, p = H * W, self.dim, self.patch_size
+        total = N * C * self.in_channels * p * p  # patch embedding
+        for block in self.blocks:
+            total += block.attn.flops(H, W)["total"]
+            total += 2 * N * C * int(C * self.mlp_ratio)  # MLP
+        return total + C * self.num_classes
