@@ -12,8 +12,6 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from ..metrics import METRIC_MODULES
-
 
 def setup_arguments(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -40,6 +38,8 @@ def mechanism_info() -> list[dict[str, Any]]:
 
 def metric_info() -> list[dict[str, Any]]:
     """Name, options key, defaults and whether it is exclusive, for every metric that imports here."""
+    from ..metrics import METRIC_MODULES
+
     out = []
     for name, path in METRIC_MODULES.items():
         try:

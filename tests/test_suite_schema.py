@@ -1,0 +1,116 @@
+"""Suites: every malformed file is one clear line (file, key, reason), exit code 2, no traceback;
+valid suites fill defaults and expand into the cartesian product of their list-valued keys."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from attnbench import UserError
+from attnbench.suite import load_suite, validate_suite
+
+BAD = Path(__file__).parent / "data" / "bad_suites"
+
+# file -> (key named in the message, words of the reason)
+EXPECTED = {
+    "unknown_key.yaml": ("'resolution'", "did you mean 'resolutions'"),
+    "wrong_type.yaml": ("'dim'", "valid integer"),
+    "negative_resolution.yaml": ("'resolutions'", "-112"),
+    "zero_resolution_pair.yaml": ("'resolutions'", "[0, 56]"),
+    "unknown_mechanism.yaml": ("'mechanisms[1].name'", "Did you mean 'swin'"),
+    "empty_mechanisms.yaml": ("'mechanisms'", "at least one mechanism"),
+    "bad_dtype.yaml": ("'dtype[1]'", "'float8' is not allowed"),
+    "unknown_device.yaml": ("'device'", "'tpu' is not allowed"),
+    "not_yaml.txt": ("not_yaml.txt", "not a YAML suite"),
+    "broken_syntax.yaml": ("broken_syntax.yaml", "not valid YAML at line 3"),
+    "duplicate_labels.yaml": ("'mechanisms[1].label'", "'local' is already used"),
+    "unknown_option.yaml": ("'mechanisms[0].windw_size'", "did you mean 'window_size'"),
+    "bad_option_value.yaml": ("'mechanisms[0]'", "window_size"),
+    "workers_with_timing.yaml": ("'workers'", "must be 1 when measuring time"),
+    "bad_timing_option.yaml": ("'timing.min_run_tme'", "did you mean 'min_run_time'"),
+    "negative_timeout.yaml": ("'limits.timeout_s'", "must be > 0"),
+    "unknown_metric.yaml": ("'metrics'", "unknown metric 'latency'"),
+    "missing_name.yaml": ("'name'", "missing"),
+    "not_a_mapping.yaml": ("not_a_mapping.yaml", "must be a YAML mapping"),
+    "unknown_backend.yaml": ("'mechanisms[0].backend'", "'flash' is not a backend of 'axial'"),
+}
+
+
+def test_every_bad_suite_file_is_covered():
+    assert sorted(p.name for p in BAD.iterdir()) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_bad_suite_is_one_line_naming_file_key_and_reason(name):
+    with pytest.raises(UserError) as info:
+        load_suite(BAD / name)
+    msg = str(info.value)
+    key, reason = EXPECTED[name]
+    assert "\n" not in msg
+    assert msg.startswith(str(BAD / name))
+    assert key in msg and reason in msg, msg
+
+
+def test_missing_file_is_one_line():
+    with pytest.raises(UserError, match=r"no_such_suite\.yaml: no such suite file"):
+        load_suite(BAD / "no_such_suite.yaml")
+
+
+@pytest.mark.slow  # a fresh interpreter each (~4 s idle, more on a busy machine)
+@pytest.mark.parametrize("name", ["unknown_key.yaml", "<missing>"])
+def test_cli_reports_bad_suite_with_exit_code_2_and_no_traceback(name, repo_root):
+    path = BAD / ("no_such_suite.yaml" if name == "<missing>" else name)
+    proc = subprocess.run([sys.executable, "-m", "attnbench", "run", str(path), "--dry-run"], cwd=repo_root,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("attnbench: error: ") and str(path) in lines[0]
+    assert proc.stdout == ""
+
+
+def test_defaults_are_filled_and_documented_values_used():
+    suite = validate_suite({"name": "t", "mechanisms": ["global"]})
+    d = suite.as_dict()
+    assert d["device"] == "auto" and d["dtype"] == "float32" and d["mode"] == "forward"
+    assert d["batch_size"] == 1 and d["dim"] == 64 and d["num_heads"] == 2 and d["resolutions"] == [56]
+    assert d["metrics"] == ["flops", "params", "memory", "time"]
+    assert d["limits"] == {"max_memory_gb": 16.0, "timeout_s": 600.0}
+    assert d["timing"] == {"min_run_time": 1.0, "threads": 1, "warmup": 1}
+    assert d["workers"] == 1 and d["cases_per_worker"] == 1 and d["seed"] == 0 and d["tasks"] == [None]
+
+
+def test_list_valued_keys_are_swept_as_a_cartesian_product():
+    suite = validate_suite({
+        "name": "t", "device": "cpu", "dtype": ["float32", "bfloat16"], "mode": ["forward", "train"],
+        "resolutions": [8, [6, 10]], "dim": [16, 32], "mechanisms": ["global", {"name": "swin", "window_size": 4}],
+    })
+    cases = suite.expand()
+    assert len(cases) == 2 * 2 * 2 * 2 * 2
+    assert len({c.key() for c in cases}) == len(cases)
+    assert {(c.height, c.width) for c in cases} == {(8, 8), (6, 10)}
+    assert {c.label for c in cases} == {"global", "swin(window_size=4)"}
+
+
+def test_label_defaults_to_name_plus_non_default_options():
+    suite = validate_suite({"name": "t", "mechanisms": [
+        {"name": "swin", "window_size": 7}, {"name": "swin", "window_size": 8, "shift": 4}, {"name": "pale", "pale_size": [7, 5]},
+    ]})
+    assert [e.label for e in suite.entries] == ["swin", "swin(window_size=8, shift=4)", "pale(pale_size=7x5)"]
+
+
+def test_shipped_suites_are_valid(repo_root):
+    for path in sorted((repo_root / "suites").glob("*.yaml")):
+        assert load_suite(path).expand(["cpu"]), path
+
+
+@pytest.mark.parametrize("name", ["unknown_mechanism.yaml", "not_yaml.txt", "duplicate_labels.yaml", "bad_dtype.yaml"])
+def test_main_returns_2_with_one_line_on_stderr(name, capsys):
+    from attnbench.cli import main
+
+    assert main(["run", str(BAD / name), "--dry-run"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.count("\n") == 1 and err.startswith(f"attnbench: error: {BAD / name}: ")
