@@ -37,6 +37,9 @@ EXACT_METRICS = ("macs", "params")
 # a 64-channel 56x56 float32 activation (0.77 MiB).
 MEMORY_RTOL = 0.01
 MEMORY_ATOL_MIB = 0.25
+# The matmul peak each run measures at its start is a cheap canary for machine load: on the shared
+# 2-core box it ranged 21-85 GFLOP/s between runs minutes apart. A gap beyond this fraction is reported.
+PEAK_DRIFT = 0.2
 
 ORDER = {"regression": 0, "improvement": 1, "inconclusive": 2, "unchanged": 3}
 
@@ -77,6 +80,7 @@ class Comparison:
     only_new: list[str] = field(default_factory=list)
     threshold: float = DEFAULT_THRESHOLD
     confidence: float = DEFAULT_CONFIDENCE
+    load_warnings: list[str] = field(default_factory=list)
 
     def by_verdict(self, verdict: str) -> list[Finding]:
         return [f for f in self.findings if f.verdict == verdict]
@@ -102,6 +106,21 @@ def env_differences(base_env: dict[str, Any], new_env: dict[str, Any],
                     keys: Iterable[str] = ENV_KEYS) -> dict[str, tuple[Any, Any]]:
     """Fields of ``keys`` whose values differ between the two env.json dicts."""
     return {k: (base_env.get(k), new_env.get(k)) for k in keys if base_env.get(k) != new_env.get(k)}
+
+
+def peak_drift(base_env: dict[str, Any], new_env: dict[str, Any], limit: float = PEAK_DRIFT) -> list[str]:
+    """Warnings for dtypes whose measured matmul peak differs by more than ``limit`` between the runs."""
+    a, b = base_env.get("matmul_peak_gflops") or {}, new_env.get("matmul_peak_gflops") or {}
+    out = []
+    for dtype in sorted(set(a) & set(b)):
+        try:
+            x, y = float(a[dtype]), float(b[dtype])
+        except (TypeError, ValueError):
+            continue
+        if x > 0 and y > 0 and max(x, y) / min(x, y) > 1 + limit:
+            out.append(f"measured {dtype} matmul peak differs ({x:,.0f} vs {y:,.0f} GFLOP/s): the machine was "
+                       "under different load; latency verdicts are unreliable, re-run both on a quiet machine")
+    return out
 
 
 # -------------------------------------------------------------------------------------- matching
@@ -262,7 +281,7 @@ def compare_runs(baseline: Run, new: Run, *, threshold: float = DEFAULT_THRESHOL
         baseline_name=baseline.name, new_name=new.name, findings=findings, env_differences=diffs,
         only_baseline=[case_name(baseline.results.loc[i]) for i in only_b],
         only_new=[case_name(new.results.loc[j]) for j in only_n],
-        threshold=threshold, confidence=confidence,
+        threshold=threshold, confidence=confidence, load_warnings=peak_drift(baseline.env, new.env),
     )
 
 
@@ -307,6 +326,8 @@ def render_comparison(comp: Comparison, fmt: str = "text", show_unchanged: bool 
         for k, (a, b) in comp.env_differences.items():
             w = f"WARNING: environment differs: {k} = {a!r} (baseline) vs {b!r} (new); timings are not comparable"
             lines.append(f"> {w}" if md else w)
+    for w in comp.load_warnings:
+        lines.append(f"> WARNING: {w}" if md else f"WARNING: {w}")
     lines.append("")
     shown = [f for f in sorted(comp.findings, key=_order)
              if show_unchanged or f.verdict != "unchanged"]

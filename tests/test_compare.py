@@ -130,3 +130,12 @@ def test_no_common_cases_is_a_user_error(tmp_path, base):
         compare_runs(load_run(base), load_run(new))
     assert main(["compare", str(base), str(tmp_path / "missing")]) == 2
     assert main(["compare", str(base), str(new), "--threshold", "-0.1"]) == 2
+
+
+def test_machine_load_canary(tmp_path, base, capsys):
+    new = _run(tmp_path / "s" / "new", env={"matmul_peak_gflops": {"float32": 20.0}}, seed=100)
+    assert main(["compare", str(base), str(new)]) == 0
+    out = capsys.readouterr().out
+    assert "WARNING: measured float32 matmul peak differs (50 vs 20 GFLOP/s)" in out
+    same = _run(tmp_path / "s" / "same", env={"matmul_peak_gflops": {"float32": 55.0}}, seed=100)
+    assert compare_runs(load_run(base), load_run(same)).load_warnings == []
