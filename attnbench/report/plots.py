@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter, NullLocator
 
 from .scaling import describe_crossover, fit_power_law
 from .tables import label_order, ok_rows
@@ -35,6 +36,21 @@ def _series(frame: pd.DataFrame, label: str, column: str) -> pd.DataFrame:
     sub = ok_rows(frame[frame["label"].astype(str) == label])
     sub = sub[pd.to_numeric(sub[column], errors="coerce").notna()]
     return sub.assign(_t=pd.to_numeric(sub["tokens"]), _v=pd.to_numeric(sub[column])).sort_values("_t")
+
+
+def _token_ticks(ax, frame: pd.DataFrame) -> None:
+    """Ticks at the measured sizes, labelled "56²\n3136" (log-scale minor labels collide)."""
+    sizes = frame[["height", "width", "tokens"]].drop_duplicates().sort_values("tokens")
+    ticks, labels = [], []
+    for h, w, t in sizes.itertuples(index=False):
+        if int(t) in ticks:
+            continue
+        ticks.append(int(t))
+        labels.append(f"{int(h)}²\n{int(t)}" if int(h) == int(w) else f"{int(h)}×{int(w)}\n{int(t)}")
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xticks(ticks)
+    ax.set_xticklabels(labels, fontsize=7)
 
 
 def _palette(labels: list[str]) -> dict[str, tuple]:
@@ -82,7 +98,8 @@ def scaling_plot(frame: pd.DataFrame, column: str, ylabel: str, title: str, stem
                     label=f"cheaper than {baseline} from here")
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlabel("tokens (H·W)")
+        _token_ticks(ax, ok_rows(frame))
+        ax.set_xlabel("resolution, tokens (H·W)")
         ax.set_ylabel(ylabel)
         ax.set_title(title, fontsize=10)
         ax.legend(fontsize=7, loc="best")
@@ -104,8 +121,9 @@ def gflops_plot(frame: pd.DataFrame, peak_gflops: float | None, title: str, stem
         if peak_gflops and math.isfinite(peak_gflops):
             ax.axhline(peak_gflops, color="black", ls="--", lw=1, label=f"matmul peak {peak_gflops:,.0f} GFLOP/s")
         ax.set_xscale("log")
-        ax.set_xlabel("tokens (H·W)")
-        ax.set_ylabel("achieved GFLOP/s (2·MACs / latency)")
+        _token_ticks(ax, ok_rows(frame))
+        ax.set_xlabel("resolution, tokens (H·W)")
+        ax.set_ylabel("achieved GFLOP/s (2·MACs of the step / latency)")
         ax.set_ylim(bottom=0)
         ax.set_title(title, fontsize=10)
         ax.legend(fontsize=7, loc="best")

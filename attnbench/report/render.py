@@ -140,7 +140,7 @@ def render_markdown_and_files(run: Run, baseline: str = "global", with_plots: bo
         images: list[Path] = []
         stem = root / "plots"
         if with_plots and tables.has_metric(frame, "latency_ms"):
-            images += plots.scaling_plot(frame, "latency_ms", "latency (ms, median; bars: IQR)",
+            images += plots.scaling_plot(frame, "latency_ms", "latency (ms, median; bars: ±½ IQR)",
                                          f"Latency vs tokens — {group.title}", stem / f"latency__{group.slug}",
                                          baseline, err_column="latency_iqr_ms")
         if with_plots and tables.has_metric(frame, "peak_memory_mib"):
