@@ -36,6 +36,7 @@ class Difficulty:
 
 
 PRESETS: dict[str, Difficulty] = {
+    "pathfinder-4": Difficulty(contour_length=4, distractors=2, distractor_length=2),
     "pathfinder": Difficulty(contour_length=6, distractors=2, distractor_length=2),
     "pathfinder-9": Difficulty(contour_length=9, distractors=3, distractor_length=3),
     "pathfinder-14": Difficulty(contour_length=14, distractors=4, distractor_length=4),
