@@ -20,6 +20,7 @@ COMMANDS: list[str] = [
     "report",
     "compare",
     "history",
+    "tasks",
 ]
 
 
