@@ -106,7 +106,6 @@ def compare(module: torch.nn.Module, x: Tensor, train: bool, opts: Options | Non
     }
     verdict = judge(outs["kernel"], outs["base"], outs["ref"], dtype, cap, opts)
     row = {f"fid_{k}": v for k, v in verdict.items()}
-    row["fid_dtype_cap"] = cap
     if train:
         gen = torch.Generator().manual_seed(seed + 2)
         grad_out = torch.randn(outs["ref"].shape, generator=gen, dtype=torch.float64).to(dtype).to(x.device)
