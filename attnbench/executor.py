@@ -8,7 +8,8 @@ tests) to shard a sweep over many GPUs. A result is plain data, so runs stay mer
 overruns it is killed (status ``timeout``), one that dies is reported from its exit signal
 (``SIGKILL`` is almost always the kernel's OOM killer: ``oom``; anything else: ``error``), and the
 next job gets a fresh process. A worker is recycled after ``jobs_per_worker`` jobs and after any
-failure, so one case's state cannot leak into another's numbers.
+failure, so one case's state cannot leak into another's numbers. A job's clock starts when its
+worker is ready (imports done), so start-up on a busy machine never counts against ``timeout_s``.
 """
 from __future__ import annotations
 
@@ -144,15 +145,18 @@ class LocalExecutor:
                 slot.stop()
 
     def _check(self, slot: _Slot, ready: list[Any], now: float) -> tuple[Outcome | None, bool]:
-        elapsed = now - slot.started
         if slot.conn in ready or slot.conn.poll():
             try:
                 res = slot.conn.recv()
             except (EOFError, OSError):
                 res = None
-            if res is not None:
+            if res == "ready":  # a fresh worker finished its imports: the job's clock starts now
+                slot.started = now
+                res = None
+            elif res is not None:
                 ok = res["status"] == "ok"
                 return Outcome(res["status"], res["error"], res["columns"], res["samples"], res["wall_s"]), ok
+        elapsed = now - slot.started
         if not slot.proc.is_alive() or slot.proc.sentinel in ready:
             slot.proc.join(timeout=5)
             status, reason = _death(slot.proc.exitcode, self.init.log_path)

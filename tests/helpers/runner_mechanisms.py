@@ -61,3 +61,11 @@ class Alloc(GlobalAttention):
         buf = torch.ones(KNOWN_BYTES // 4, dtype=torch.float32, device=x.device)
         out = super().forward(x)
         return out + buf[:1]
+
+
+@mechanisms.register("test_wrong_flops")
+class WrongFlops(GlobalAttention):
+    """Its analytic formula forgets the attention matmuls: the counters must catch it."""
+
+    def flops(self, H, W):
+        return {"linear": self.linear_macs(H, W), "total": self.linear_macs(H, W)}
