@@ -71,6 +71,11 @@ def _cap_cpu_memory(max_memory_gb: float) -> None:
 
 
 def setup_process(init: WorkerInit) -> None:
+    import signal
+
+    # Ctrl-C reaches the whole process group; only the parent decides (it kills workers and keeps
+    # finished rows). A worker dying of SIGINT would otherwise be recorded as a failed case.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if init.log_path:
         fd = os.open(init.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         sys.stdout.flush()
