@@ -121,7 +121,10 @@ class LocalExecutor:
                     slot = idle.pop() if idle else _Slot(self._ctx, self.init, self.jobs_per_worker)
                     slot.tag, slot.started = tag, time.monotonic()
                     on_start(tag)
-                    slot.conn.send(job)
+                    try:
+                        slot.conn.send(job)
+                    except OSError:  # the worker died while starting; _check reports how
+                        pass
                     busy.append(slot)
                 ready = wait([s.conn for s in busy] + [s.proc.sentinel for s in busy], timeout=self.poll_s)
                 now = time.monotonic()

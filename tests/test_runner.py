@@ -71,18 +71,24 @@ def test_predicted_memory_above_the_limit_is_skipped_as_oom_without_running():
     assert p.predictions[big.key()].memory_bytes > 2 * 9216**2
 
 
-def test_absent_device_gives_unsupported_rows(tmp_path):
+def test_absent_device_gives_unsupported_rows_and_parallel_workers_finish(tmp_path):
     pytest.importorskip("torch")
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("CUDA present: the absent-device path cannot be exercised here")
-    suite = validate_suite({"name": "dev", "device": ["cpu", "cuda"], "resolutions": [8], "dim": 16, "num_heads": 2,
-                            "metrics": ["params"], "cases_per_worker": 10, "mechanisms": ["global"]})
+    suite = validate_suite({"name": "dev", "device": ["cpu", "cuda"], "resolutions": [8, 9, 10], "dim": 16,
+                            "num_heads": 2, "metrics": ["params", "flops"], "workers": 2, "cases_per_worker": 10,
+                            "mechanisms": ["global", "axial"]})
     run_dir = run_suite(suite, out=tmp_path, console=_quiet())
-    rows = store.read_results(run_dir).set_index("device")
-    assert rows.loc["cpu", "status"] == "ok"
-    assert rows.loc["cuda", "status"] == "unsupported" and "cuda is not available" in rows.loc["cuda", "error"]
+    rows = store.read_results(run_dir)
+    assert len(rows) == 12
+    cpu, cuda = rows[rows["device"] == "cpu"], rows[rows["device"] == "cuda"]
+    assert set(cpu["status"]) == {"ok"} and (cpu["macs_fvcore"] == cpu["macs"]).all()
+    assert set(cuda["status"]) == {"unsupported"}
+    assert cuda["error"].str.contains("cuda is not available").all()
+    # rows are stored in suite order, whatever order the parallel workers finished in
+    assert list(rows["case_key"]) == [c.key() for c in suite.expand(["cpu", "cuda"])]
 
 
 class RecordingExecutor(LocalExecutor):
