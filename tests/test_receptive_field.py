@@ -52,7 +52,10 @@ def test_keys_and_layers_to_full_match_hand_computation(name, opts, side, mean, 
 def test_every_registered_mechanism_has_a_hand_value():
     import mechanisms
 
-    assert {h[0] for h in HAND} >= set(mechanisms.available())
+    # Built-in mechanisms only: other tests register test-only ones (misbehaving runner cases).
+    builtin = {n for n in mechanisms.available() if mechanisms.get(n).__module__.startswith("mechanisms.")}
+    assert builtin >= {"global", "swin", "cswin", "axial", "pale", "slide"}
+    assert {h[0] for h in HAND} >= builtin
 
 
 def test_alternation_matters_only_for_shifted_swin():
