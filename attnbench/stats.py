@@ -35,7 +35,6 @@ from dataclasses import asdict, dataclass
 from typing import Literal, Sequence
 
 import numpy as np
-from scipy import stats as _sps
 
 Verdict = Literal["regression", "improvement", "unchanged", "inconclusive"]
 
@@ -97,6 +96,8 @@ def shift_interval(base: Sequence[float], new: Sequence[float],
     lb = np.log(np.asarray(new, dtype=float))
     diffs = np.sort((lb[None, :] - la[:, None]).ravel())
     n1, n2 = la.size, lb.size
+    from scipy import stats as _sps  # lazy: keeps `attnbench --help` fast
+
     z = float(_sps.norm.ppf(1.0 - (1.0 - confidence) / 2.0))
     k = int(np.floor(n1 * n2 / 2.0 - z * np.sqrt(n1 * n2 * (n1 + n2 + 1) / 12.0)))
     k = min(max(k, 0), diffs.size - 1)
@@ -128,6 +129,8 @@ def compare_samples(
         return ShiftEstimate(ratio, nan, nan, nan, a.size, b.size, "inconclusive",
                              f"fewer than {min_samples} samples on a side; raise timing.min_run_time")
     ratio, lo, hi = shift_interval(a, b, confidence)
+    from scipy import stats as _sps
+
     p = float(_sps.mannwhitneyu(a, b, alternative="two-sided").pvalue)
     slower, faster = ratio > 1.0 + threshold, ratio < 1.0 / (1.0 + threshold)
     ci = f"{confidence:.0%} CI [{lo:.3f}, {hi:.3f}]"

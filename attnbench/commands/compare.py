@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 from .. import UserError
-from ..compare import compare_runs
 from ..stats import DEFAULT_CONFIDENCE, DEFAULT_THRESHOLD
 from ..store import load_run
 
@@ -50,6 +49,8 @@ def compare(baseline: Path | str, new: Path | str, *, threshold: float = DEFAULT
         raise UserError(f"--threshold {threshold}: give a non-negative fraction, e.g. 0.05 for 5 %")
     if not 0.5 <= confidence < 1:
         raise UserError(f"--confidence {confidence}: give a value in [0.5, 1), e.g. 0.95")
+    from ..compare import compare_runs  # lazy: pandas loads only when comparing
+
     comp = compare_runs(load_run(baseline), load_run(new), threshold=threshold, confidence=confidence,
                         allow_env_mismatch=allow_env_mismatch)
     if comp.env_differences:

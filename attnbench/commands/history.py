@@ -8,7 +8,6 @@ import argparse
 from pathlib import Path
 
 from .. import UserError
-from ..history import summary_lines, write_history
 from ..stats import DEFAULT_THRESHOLD
 
 
@@ -42,6 +41,8 @@ def history(suite_dir: Path | str, *, threshold: float = DEFAULT_THRESHOLD, wind
         raise UserError(f"--threshold {threshold}: give a non-negative fraction, e.g. 0.05 for 5 %")
     if window < 1 or min_runs < 1:
         raise UserError("--window and --min-runs must be at least 1")
+    from ..history import summary_lines, write_history  # lazy: plotting loads only here
+
     path, hist = write_history(suite_dir, threshold=threshold, window=window, min_after=min_runs, plots=plots)
     for line in summary_lines(hist):
         print(line)

@@ -5,7 +5,6 @@ import argparse
 from pathlib import Path
 
 from .. import UserError
-from ..report import write_report
 from ..store import load_run
 
 
@@ -33,6 +32,8 @@ def report(run_dir: Path | str, baseline: str = "global", plots: bool = True, ch
         labels = sorted(set(load_run(run_dir).results.get("label", []).astype(str)))
         if baseline not in labels:
             raise UserError(f"--baseline {baseline!r} is not a mechanism label of {run_dir}; choose from {labels}")
+    from ..report import write_report  # lazy: plotting libraries load only when reporting
+
     files = write_report(run_dir, baseline=baseline, plots=plots)
     print(f"wrote {files[0]} ({len(files)} files)")
     return 0
