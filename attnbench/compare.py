@@ -273,6 +273,12 @@ def compare_runs(baseline: Run, new: Run, *, threshold: float = DEFAULT_THRESHOL
     pairs, only_b, only_n = match_cases(baseline.results, new.results)
     if not pairs:
         raise UserError(f"{baseline.path} and {new.path} have no case in common; compare two runs of the same suite")
+    clocks = {(str(b.get("timing_clock", "wall")), str(n.get("timing_clock", "wall"))) for b, n in pairs
+              if isinstance(b.get("timing_clock"), str) and isinstance(n.get("timing_clock"), str)}
+    mixed = sorted(f"{a} vs {b}" for a, b in clocks if a != b)
+    if mixed:
+        raise UserError(f"latencies were measured with different timing clocks ({', '.join(mixed)}); re-run one "
+                        "suite with the other's timing.clock so both use the same clock")
     findings: list[Finding] = []
     for brow, nrow in pairs:
         findings += compare_pair(brow, nrow, baseline, new, threshold=threshold, confidence=confidence,

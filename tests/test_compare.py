@@ -139,3 +139,14 @@ def test_machine_load_canary(tmp_path, base, capsys):
     assert "WARNING: measured float32 matmul peak differs (50 vs 20 GFLOP/s)" in out
     same = _run(tmp_path / "s" / "same", env={"matmul_peak_gflops": {"float32": 55.0}}, seed=100)
     assert compare_runs(load_run(base), load_run(same)).load_warnings == []
+
+
+def test_latencies_from_different_clocks_are_not_compared(tmp_path, base):
+    """A CPU-time run against a wall-clock run would compare two different quantities."""
+    cpu = _run(tmp_path / "s" / "cpu", overrides={(lbl, s): {"timing_clock": "cpu"} for lbl in ("global", "swin")
+                                                    for s in (8, 16)})
+    wall = _run(tmp_path / "s" / "wall", overrides={(lbl, s): {"timing_clock": "wall"} for lbl in ("global", "swin")
+                                                      for s in (8, 16)})
+    with pytest.raises(UserError, match="different timing clocks"):
+        compare_runs(load_run(wall), load_run(cpu))
+    assert not compare_runs(load_run(wall), load_run(wall)).regressions

@@ -130,3 +130,21 @@ def test_real_clock_gives_positive_median():
     ctx = _ctx(_case("global", h=6, w=6, mode="train"), timing.Options(min_run_time=0.02, warmup=1))
     row = timing.measure(ctx)
     assert row["latency_ms"] > 0 and row["efficiency"] is None  # no peak given, no efficiency
+
+
+def test_cpu_clock_times_cpu_time_and_is_recorded():
+    ctx = _ctx(_case("axial", h=6, w=6), timing.Options(min_run_time=0.02, warmup=1, clock="cpu"))
+    row = timing.measure(ctx)
+    assert row["timing_clock"] == "cpu" and row["latency_ms"] > 0
+    assert timing.CLOCKS["cpu"] is __import__("time").thread_time
+
+
+def test_cpu_clock_rules():
+    with pytest.raises(ValueError, match="threads: 1"):
+        timing.Options(clock="cpu", threads=2)
+    with pytest.raises(ValueError):
+        timing.Options(clock="gpu")
+    ctx = MetricContext(case=_case("axial", h=6, w=6), options=timing.Options(clock="cpu"),
+                        device=torch.device("meta"), dtype=torch.float32)
+    with pytest.raises(ValueError, match="use clock: wall"):
+        timing.measure(ctx)
