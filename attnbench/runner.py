@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 from rich.console import Console
+from .console import make_console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from . import UserError, devices, store
@@ -219,7 +220,7 @@ def prepare_run_dir(suite: Suite, out: Path, device: str, resume: Path | None) -
 def run_suite(suite: Suite, out: Path | str = "results", device: str | None = None, resume: Path | str | None = None,
               console: Console | None = None, executor: Any = None) -> Path:
     """Run every case of ``suite``; returns the run directory. Ctrl-C keeps what has finished."""
-    console = console or Console(stderr=True)
+    console = console or make_console(stderr=True)
     devs = devices.resolve_devices(suite.model.device, device)
     cases = suite.expand(devs)
     threads = threads_for(suite)
@@ -313,7 +314,7 @@ def dry_run(suite: Suite, device: str | None = None, console: Console | None = N
     from .summary import print_plan
 
     startup = (time.time() - _process_start_time()) / suite.model.cases_per_worker
-    console = console or Console()
+    console = console or make_console()
     devs = devices.resolve_devices(suite.model.device, device)
     cases = suite.expand(devs)
     threads = threads_for(suite)

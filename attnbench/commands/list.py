@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 from rich.console import Console
+from ..console import make_console
 from rich.table import Table
 
 
@@ -60,7 +61,7 @@ def _fmt(value: Any) -> str:
 
 
 def list_things(what: str = "all", as_json: bool = False, console: Console | None = None) -> int:
-    console = console or Console()
+    console = console or make_console()
     data: dict[str, Any] = {}
     if what in ("all", "mechanisms"):
         data["mechanisms"] = mechanism_info()

@@ -6,6 +6,7 @@ import importlib
 from pathlib import Path
 
 from rich.console import Console
+from ..console import make_console
 
 from .. import store
 from ..devices import KNOWN_DEVICES
@@ -48,7 +49,7 @@ def run(suite: str | Path, out: str | Path = "results", device: str | None = Non
     from ..suite import load_suite
     from ..summary import print_summary
 
-    console = console or Console()
+    console = console or make_console()
     loaded = load_suite(suite)
     if dry_run:
         do_dry_run(loaded, device=device, console=console)
