@@ -56,6 +56,18 @@ class AttentionPattern:
         return self.dense().sum(-1)
 
 
+def is_int(value: object) -> bool:
+    """A real int option (``True`` is an int to Python, never a size to us)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def positive_int(value: object, option: str, example: int = 7) -> int:
+    """Validate a size option, raising a ValueError that names the option and a valid example."""
+    if not is_int(value) or value < 1:
+        raise ValueError(f"{option} must be an int >= 1, got {value!r}; e.g. {option.split(': ')[-1]}={example}")
+    return value
+
+
 def to_2tuple(value: int | tuple[int, int] | list[int], option: str) -> tuple[int, int]:
     """Normalise an int-or-pair option (``pale_size=7`` or ``(7, 5)``), rejecting bad values clearly."""
     if isinstance(value, bool):
@@ -174,7 +186,7 @@ class AttentionBase(nn.Module):
         super().__init__()
         name = self.mechanism_name or type(self).__name__
         for label, value in (("dim", dim), ("num_heads", num_heads)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ValueError(f"{name}: {label} must be a positive int, got {value!r}")
         if dim % num_heads:
             raise ValueError(

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .base import (
+    positive_int,
     AttentionBase,
     AttentionPattern,
     MaskRule,
@@ -78,9 +79,7 @@ class CSWinAttention(AttentionBase):
         **common: Any,
     ) -> None:
         super().__init__(dim, num_heads, backend=backend, device=device, dtype=dtype, **common)
-        if isinstance(split_size, bool) or not isinstance(split_size, int) or split_size < 1:
-            raise ValueError(f"cswin: split_size must be an int >= 1, got {split_size!r}; e.g. split_size=7")
-        self.split_size = split_size
+        self.split_size = positive_int(split_size, "cswin: split_size")
         half = dim // 2
         # One LePE per branch: [0] vertical stripes, [1] horizontal stripes (official `get_v`).
         self.lepe = nn.ModuleList(

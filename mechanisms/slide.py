@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import AttentionBase, AttentionPattern, attend, total, trunc_normal_
+from .base import AttentionBase, AttentionPattern, attend, is_int, total, trunc_normal_
 from .reference import DenseForm
 from .registry import register
 
@@ -88,7 +88,7 @@ class SlideAttention(AttentionBase):
         **common: Any,
     ) -> None:
         super().__init__(dim, num_heads, backend=backend, **common)
-        if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
+        if not is_int(kernel_size) or kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(
                 f"slide: kernel_size must be a positive odd int (the window is centred on the query), got {kernel_size!r}; use e.g. 3"
             )

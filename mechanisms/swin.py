@@ -15,6 +15,8 @@ import torch.nn as nn
 from torch import Tensor
 
 from .base import (
+    is_int,
+    positive_int,
     AttentionBase,
     AttentionPattern,
     MaskRule,
@@ -90,11 +92,10 @@ class SwinAttention(AttentionBase):
         **common: Any,
     ) -> None:
         super().__init__(dim, num_heads, backend=backend, device=device, dtype=dtype, **common)
-        if isinstance(window_size, bool) or not isinstance(window_size, int) or window_size < 1:
-            raise ValueError(f"swin: window_size must be an int >= 1, got {window_size!r}; e.g. window_size=7")
+        positive_int(window_size, "swin: window_size")
         if shift is None:
             shift = window_size // 2
-        if isinstance(shift, bool) or not isinstance(shift, int) or not 0 <= shift < window_size:
+        if not is_int(shift) or not 0 <= shift < window_size:
             raise ValueError(
                 f"swin: shift must be an int in [0, window_size={window_size}) or None (= window_size // 2), "
                 f"got {shift!r}"
