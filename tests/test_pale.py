@@ -133,3 +133,14 @@ def test_bad_options_are_clear_errors(kwargs, message):
     opts = {"dim": 12, "num_heads": 2, **kwargs}
     with pytest.raises(ValueError, match=message):
         mechanisms.build("pale", **opts)
+
+
+def test_conv_projections_start_near_identity():
+    """Centre tap 1 plus small noise: the module starts as plain-projection attention (see init_near_identity_)."""
+    import mechanisms
+
+    w = mechanisms.build("pale", 16, 2).dwconv.weight  # (3C, 1, 3, 3)
+    centre = w[:, 0, 1, 1]
+    off = w[:, 0].flatten(1)[:, [0, 1, 2, 3, 5, 6, 7, 8]]
+    assert torch.all((centre - 1).abs() <= 0.04) and torch.all(off.abs() <= 0.04)
+    assert off.abs().min() > 0  # every tap alive
