@@ -14,8 +14,9 @@ Raw per-call times of every block go to samples.jsonl as ``latency_ms``.
 
 ``clock: cpu`` (CPU only, one thread) times with the calling thread's CPU time instead of the wall
 clock. On a shared machine the wall clock also counts the time the OS gave the core to someone else;
-CPU time does not, so run-to-run drift shrinks (measured here: CV 26% -> 11% over 8 repeats under
-load). It still sees cache and memory-bandwidth contention, and it is not a latency a user would
+CPU time does not, so drift from an oversubscribed core shrinks (measured here: CV 26% -> 11% over 8
+repeats with more runnable processes than cores; no gain on a dedicated core). It still sees cache
+and memory-bandwidth contention and VM drift, and it is not a latency a user would
 wait: use it for regression tracking on shared CPU runners, ``wall`` (the default) for tables.
 The clock is recorded in every row (``timing_clock``) and ``compare`` refuses to mix clocks.
 """
