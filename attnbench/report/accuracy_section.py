@@ -158,10 +158,17 @@ def _pareto_plot(res: pd.DataFrame, out: Path) -> list[Path]:
         ax.set_ylabel("test accuracy")
         ax.set_title(f"{task}, {h}x{w} tokens: accuracy vs throughput", fontsize=10)
         path = out / f"accuracy-pareto-{task}-{h}x{w}.png"
-        fig.savefig(path, dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save(fig, path))
     return paths
+
+
+def _save(fig: Any, path: Path) -> Path:
+    """Write a figure as PNG and release it (pyplot keeps every open figure alive otherwise)."""
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
 
 
 def _distance_plot(res: pd.DataFrame, out: Path) -> list[Path]:
@@ -186,9 +193,7 @@ def _distance_plot(res: pd.DataFrame, out: Path) -> list[Path]:
         ax.legend(fontsize=7)
         ax.set_title(f"{task}, {h}x{w} tokens: accuracy vs marker distance", fontsize=10)
         path = out / f"accuracy-distance-{task}-{h}x{w}.png"
-        fig.savefig(path, dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save(fig, path))
     return paths
 
 
@@ -227,9 +232,7 @@ def _erf_plot(run: Any, out: Path) -> list[Path]:
         fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="|∂ centre / ∂ input| (share; grey = 0)")
         fig.suptitle(f"Effective receptive field of the centre token, {h}x{w} tokens, random init", fontsize=9)
         path = out / f"accuracy-erf-{h}x{w}.png"
-        fig.savefig(path, dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save(fig, path))
     return paths
 
 
