@@ -261,7 +261,10 @@ def run_suite(suite: Suite, out: Path | str = "results", device: str | None = No
                    log_path=str(run_dir / "worker.log")),
         workers=suite.model.workers, timeout_s=limits.timeout_s, jobs_per_worker=suite.model.cases_per_worker,
     )
-    options = {m: (o.model_dump(mode="json") if o is not None else None) for m, o in suite.metric_options.items()}
+    def options(case: Case) -> dict[str, Any]:
+        """Metric options of the grid the case comes from (the top level or an ``include:`` block)."""
+        return {m: (o.model_dump(mode="json") if o is not None else None) for m, o in suite.metric_options_for(case).items()}
+
     calib = Calibration(steps_needed(suite.metrics, _opt(suite, "memory", "warmup", 1), _opt(suite, "time", "warmup", 1)),
                         limits.timeout_s)
 
@@ -274,7 +277,7 @@ def run_suite(suite: Suite, out: Path | str = "results", device: str | None = No
                 progress.advance(task)
                 continue
             env = {"matmul_peak_gflops": peaks.get(case.device, {})}
-            yield case, Job(case=case.to_dict(), metrics=suite.metrics, options=options, env=env)
+            yield case, Job(case=case.to_dict(), metrics=suite.metrics, options=options(case), env=env)
 
     console.print(f"[bold]attnbench[/bold] {suite.name}: {len(cases)} cases ({len(existing)} already done, "
                   f"{len(the_plan.skips)} skipped, {len(to_run)} to run) -> {run_dir}")

@@ -7,6 +7,13 @@ one-line ``UserError`` naming the file, the key and the reason (with a close mat
 Grid: every list-valued key among ``device, dtype, mode, batch_size, dim, num_heads, resolutions,
 tasks`` is swept (cartesian product) for every entry of ``mechanisms``. Mechanism options are not
 swept (a list there is a value, e.g. ``pale_size: [7, 5]``); write one entry per configuration.
+
+``include:`` adds further grids to the same run, each a partial suite that inherits every key it does
+not set. Why: one experiment often needs a second shape (Pathfinder trains at a coarser token grid,
+with a larger backbone and its own same-cost mechanism options) while every row still lands in one
+results table and one report. A block may set the grid keys, ``mechanisms`` and per-case metric
+option blocks (merged key by key over the top level's); run-level settings (metrics, limits,
+workers, timing, memory) stay at the top, so one run measures everything the same way.
 """
 from __future__ import annotations
 
@@ -14,7 +21,7 @@ import difflib
 import importlib
 import itertools
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -79,6 +86,7 @@ class SuiteModel(BaseModel):
     cases_per_worker: int = 1
     seed: int = 0
     mechanisms: list[Union[str, MechanismSpec]]
+    include: list[dict[str, Any]] = Field(default_factory=list)
 
     @field_validator("batch_size", "dim", "num_heads")
     @classmethod
@@ -151,12 +159,17 @@ class MechanismEntry:
 
 @dataclass
 class Suite:
-    """A loaded, validated suite: the typed model, its metric options, and where it came from."""
+    """A loaded, validated suite: the typed model, its metric options, and where it came from.
+
+    ``parts`` holds one Suite per ``include:`` block (its keys merged over the top level); the top
+    level itself is the first grid. Run-level settings are always read from the top level.
+    """
 
     model: SuiteModel
     entries: list[MechanismEntry]
     metric_options: dict[str, Any]  # metric name -> validated Options instance
     path: Path | None = None
+    parts: list["Suite"] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -168,6 +181,13 @@ class Suite:
 
     def options_for(self, metric: str) -> Any:
         return self.metric_options[metric]
+
+    def metric_options_for(self, case: Case) -> dict[str, Any]:
+        """The metric options of the grid (top level or ``include:`` block) that produced ``case``."""
+        for part in [self, *self.parts]:
+            if case.key() in {c.key() for c in part._expand_own([case.device])}:
+                return part.metric_options
+        return self.metric_options
 
     def as_dict(self) -> dict[str, Any]:
         """The suite as loaded, with every default filled in (what ``suite.yaml`` of a run holds)."""
@@ -185,6 +205,12 @@ class Suite:
         ``devices`` replaces the suite's device list (already resolved: ``auto`` becomes the best
         device here, duplicates removed); the runner passes the result of ``devices.resolve_devices``.
         """
+        cases = self._expand_own(devices)
+        for part in self.parts:
+            cases.extend(part._expand_own(devices))
+        return _dedupe(cases)
+
+    def _expand_own(self, devices: list[str] | None = None) -> list[Case]:
         m = self.model
         devs = devices if devices is not None else _dedupe(_as_list(m.device))
         sizes = [tuple(r) if isinstance(r, list) else (r, r) for r in _as_list(m.resolutions)]
@@ -336,7 +362,55 @@ def validate_suite(data: dict[str, Any], source: str = "<suite>", path: Path | N
     metric_options = _validate_metric_options(model, blocks, option_keys, fail)
     entries = _validate_mechanisms(model, fail)
     _validate_exclusive(model, fail)
-    return Suite(model=model, entries=entries, metric_options=metric_options, path=path)
+    suite = Suite(model=model, entries=entries, metric_options=metric_options, path=path)
+    suite.parts = _validate_includes(suite, data, blocks, option_keys, source)
+    return suite
+
+
+GRID_KEYS = ("device", "dtype", "mode", "batch_size", "dim", "num_heads", "resolutions", "tasks")
+RUN_LEVEL_OPTION_KEYS = ("timing", "memory")  # one run measures every case the same way
+
+
+def _validate_includes(top: Suite, data: dict[str, Any], blocks: dict[str, Any], option_keys: dict[str, str],
+                       source: str) -> list[Suite]:
+    """Each ``include:`` block as a Suite of its own: the top level's keys with the block's merged in.
+
+    A block is validated exactly like a whole suite (so a bad option names ``include[i].<key>``), and
+    no two grids may produce the same case: a case must have one set of metric options.
+    """
+    allowed = (*GRID_KEYS, "mechanisms", *(k for k in option_keys if k not in RUN_LEVEL_OPTION_KEYS))
+    parts: list[Suite] = []
+    seen = {c.key(): "the top level" for c in top.expand()}
+    for i, block in enumerate(top.model.include):
+        where = f"include[{i}]"
+        if not block:
+            raise UserError(f"{source}: key '{where}': an empty block adds nothing; set at least one of {', '.join(allowed)}")
+        for key in block:
+            if key not in allowed:
+                run_level = key in SuiteModel.model_fields or key in RUN_LEVEL_OPTION_KEYS
+                close = difflib.get_close_matches(str(key), list(allowed), n=1)
+                hint = (" is a run-level setting; set it once at the top level" if run_level
+                        else " is not a suite key" + (f"; did you mean '{close[0]}'?" if close else ""))
+                raise UserError(f"{source}: key '{where}.{key}': '{key}'{hint} "
+                                f"(an include block may set: {', '.join(allowed)})")
+        merged = {k: v for k, v in data.items() if k != "include"}
+        merged.update(blocks)
+        for key, value in block.items():
+            if key in option_keys and isinstance(value, dict) and isinstance(blocks.get(key), dict):
+                merged[key] = {**blocks[key], **value}
+            else:
+                merged[key] = value
+        try:
+            part = validate_suite(merged, source=source, path=top.path)
+        except UserError as exc:
+            raise UserError(str(exc).replace(f"{source}: key '", f"{source}: key '{where}.", 1)) from None
+        for case in part.expand():
+            if case.key() in seen:
+                raise UserError(f"{source}: key '{where}': case {case.describe()} is already in {seen[case.key()]}; "
+                                "a case can belong to one grid only (change the block's resolutions, tasks or dim)")
+            seen[case.key()] = where
+        parts.append(part)
+    return parts
 
 
 def _validate_metric_options(model: SuiteModel, blocks: dict[str, Any], option_keys: dict[str, str], fail) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -51,6 +51,8 @@ class Options(BaseModel):
     grad_clip: float = Field(1.0, gt=0)
     mlp_ratio: float = Field(2.0, gt=0)
     patch_size: int = Field(2, ge=1, description="pixels per token side: images are (H·p) x (W·p)")
+    pos_embed: Literal["learned", "sincos"] = Field(
+        "learned", description="a learned table (trunc-normal, std 0.02) or a fixed 2-D sine-cosine code (Pathfinder)")
     task_patch_size: dict[str, int] = Field(default_factory=dict, description="per-task patch size overrides")
     n_train: int = Field(8192, ge=2, description="train set size of procedural tasks (digits uses all it has)")
     n_test: int = Field(1000, ge=2, description="test set size of procedural tasks")
@@ -161,7 +163,8 @@ def measure(ctx: MetricContext) -> dict[str, Any]:
         torch.manual_seed(seed)
         model = Backbone(case.mechanism, case.options_dict(), grid=(case.height, case.width), patch_size=p,
                          in_channels=info.channels, num_classes=info.num_classes, dim=case.dim,
-                         num_heads=case.num_heads, depth=opts.depth, mlp_ratio=opts.mlp_ratio)
+                         num_heads=case.num_heads, depth=opts.depth, mlp_ratio=opts.mlp_ratio,
+                         pos_embed=opts.pos_embed)
         model = model.to(device=ctx.device, dtype=param_dtype)
         params, macs = sum(q.numel() for q in model.parameters()), model.macs()
         train_s += train_one(model, train, opts, seed, ctx.device, autocast)
@@ -184,6 +187,7 @@ def measure(ctx: MetricContext) -> dict[str, Any]:
         "acc_backbone_params": params,
         "acc_backbone_macs": macs,
         "acc_depth": opts.depth,
+        "acc_pos_embed": opts.pos_embed,
         "acc_image_size": size,
         "acc_patch_size": p,
         "acc_test_n": len(test),
