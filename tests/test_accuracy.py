@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pandas as pd
 import pytest
@@ -27,6 +28,31 @@ def test_backbones_differ_only_in_attention():
     N, C = 256, 32
     attn = 4 * N * C * C + 2 * N * N * C
     assert a.macs() == N * C * 3 * 4 + 2 * (attn + 2 * N * C * 2 * C) + C * 2
+
+
+def test_sincos_position_embedding_is_fixed_and_encodes_rows_and_columns():
+    from attnbench.backbone import sincos_position_embedding
+
+    pe = sincos_position_embedding((3, 5), 8)  # quarter = 2 frequencies: 1 and 1/100
+    assert pe.shape == (3, 5, 8)
+    y, x = 2, 4
+    expect = torch.tensor([math.sin(y), math.sin(y / 100), math.cos(y), math.cos(y / 100),
+                           math.sin(x), math.sin(x / 100), math.cos(x), math.cos(x / 100)])
+    torch.testing.assert_close(pe[y, x], expect)
+    # the code's similarity falls with distance along a row (what lets attention compare positions)
+    wide = sincos_position_embedding((1, 16), 64)[0]
+    sims = [float(wide[0] @ wide[d]) for d in range(16)]
+    assert sims[:4] == sorted(sims[:4], reverse=True) and max(sims[1:]) < sims[0] and sims[1] > max(sims[8:])
+    m = Backbone("global", {}, grid=(4, 4), patch_size=2, in_channels=1, num_classes=2, dim=16, num_heads=2, depth=1,
+                 pos_embed="sincos")
+    assert "pos_embed" not in dict(m.named_parameters()) and "pos_embed" in dict(m.named_buffers())
+    learned = Backbone("global", {}, grid=(4, 4), patch_size=2, in_channels=1, num_classes=2, dim=16, num_heads=2, depth=1)
+    assert sum(q.numel() for q in learned.parameters()) - sum(q.numel() for q in m.parameters()) == 4 * 4 * 16
+    with pytest.raises(ValueError, match="divisible by 4"):
+        sincos_position_embedding((4, 4), 18)
+    with pytest.raises(ValueError, match="'sincos' or 'learned'"):
+        Backbone("global", {}, grid=(4, 4), patch_size=2, in_channels=1, num_classes=2, dim=16, num_heads=2, depth=1,
+                 pos_embed="rope")
 
 
 def test_shifted_swin_alternates_like_its_blocks():

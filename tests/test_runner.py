@@ -155,3 +155,18 @@ def test_killed_run_resumes_without_repeating_finished_cases(tmp_path):
     # finished rows are kept exactly as they were
     kept = after.set_index("case_key").loc[sorted(done), ["wall_s", "peak_memory_mib"]]
     pd.testing.assert_frame_equal(kept, before.set_index("case_key").loc[sorted(done), ["wall_s", "peak_memory_mib"]])
+
+
+def test_include_block_cases_run_with_the_block_metric_options(tmp_path):
+    """A case from an ``include:`` block gets that block's options in its worker, not the top level's."""
+    suite = validate_suite({
+        "name": "grids", "device": "cpu", "resolutions": [6], "dim": 16, "num_heads": 2,
+        "metrics": ["receptive_field"], "receptive_field": {"depth": 2, "erf_seeds": 1, "erf_batch": 1},
+        "cases_per_worker": 10, "mechanisms": ["axial"],
+        "include": [{"resolutions": [5], "receptive_field": {"depth": 1},
+                     "mechanisms": [{"name": "swin", "window_size": 5, "label": "swin"}]}],
+    })
+    rows = store.read_results(run_suite(suite, out=tmp_path, console=_quiet()))
+    got = {(r.label, r.height): (r.status, r.rf_depth, r.rf_layers_to_full) for r in rows.itertuples()}
+    # axial reaches every token in 2 layers; one 5x5 window on a 5x5 map reaches all in 1
+    assert got == {("axial", 6): ("ok", 2, 2), ("swin", 5): ("ok", 1, 1)}

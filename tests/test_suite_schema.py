@@ -35,6 +35,12 @@ EXPECTED = {
     "missing_name.yaml": ("'name'", "missing"),
     "not_a_mapping.yaml": ("not_a_mapping.yaml", "must be a YAML mapping"),
     "unknown_backend.yaml": ("'mechanisms[0].backend'", "'flash' is not a backend of 'axial'"),
+    "include_unknown_key.yaml": ("'include[0].resolution'", "did you mean 'resolutions'"),
+    "include_run_level_key.yaml": ("'include[0].workers'", "run-level setting; set it once at the top level"),
+    "include_overlap.yaml": ("'include[0]'", "global 16x16 b1 float32 cpu forward is already in the top level"),
+    "include_bad_option.yaml": ("'include[0].accuracy.stepz'", "did you mean 'steps'"),
+    "include_bad_mechanism.yaml": ("'include[0].mechanisms[0]'", "window_size must be an int >= 1"),
+    "include_not_a_list.yaml": ("'include'", "valid list"),
 }
 
 
@@ -114,3 +120,42 @@ def test_main_returns_2_with_one_line_on_stderr(name, capsys):
     out, err = capsys.readouterr()
     assert out == ""
     assert err.count("\n") == 1 and err.startswith(f"attnbench: error: {BAD / name}: ")
+
+
+def _two_grid_suite() -> dict:
+    return {
+        "name": "t", "device": "cpu", "metrics": ["accuracy"], "tasks": "digits", "resolutions": [16], "dim": 32,
+        "accuracy": {"steps": 250, "depth": 2, "batch_size": 32},
+        "mechanisms": ["global", {"name": "swin", "window_size": 8, "label": "swin"}],
+        "include": [{
+            "tasks": "pathfinder-3", "resolutions": [8], "dim": 64,
+            "accuracy": {"steps": 2000, "depth": 3},
+            "mechanisms": ["global", {"name": "swin", "window_size": 4, "label": "swin"}, "axial"],
+        }],
+    }
+
+
+def test_include_blocks_add_grids_with_their_own_mechanisms_and_merged_metric_options():
+    suite = validate_suite(_two_grid_suite())
+    cases = suite.expand()
+    top = [(c.label, c.height, c.dim, c.task) for c in cases if c.task == "digits"]
+    block = [(c.label, c.height, c.dim, c.task, c.options_dict()) for c in cases if c.task == "pathfinder-3"]
+    assert top == [("global", 16, 32, "digits"), ("swin", 16, 32, "digits")]
+    assert block == [("global", 8, 64, "pathfinder-3", {}), ("swin", 8, 64, "pathfinder-3", {"window_size": 4}),
+                     ("axial", 8, 64, "pathfinder-3", {})]
+    by_task = {c.task: suite.metric_options_for(c)["accuracy"] for c in cases}
+    # the block overrides steps and depth and inherits batch_size from the top level's block
+    assert (by_task["digits"].steps, by_task["digits"].depth, by_task["digits"].batch_size) == (250, 2, 32)
+    assert (by_task["pathfinder-3"].steps, by_task["pathfinder-3"].depth, by_task["pathfinder-3"].batch_size) == (2000, 3, 32)
+    assert suite.as_dict()["include"][0]["accuracy"] == {"steps": 2000, "depth": 3}  # stored as written
+
+
+def test_include_blocks_round_trip_through_the_stored_suite(tmp_path):
+    import yaml
+
+    suite = validate_suite(_two_grid_suite())
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(suite.as_dict()))
+    again = load_suite(path)
+    assert [c.key() for c in again.expand()] == [c.key() for c in suite.expand()]
+    assert [again.metric_options_for(c)["accuracy"].steps for c in again.expand()] == [250, 250, 2000, 2000, 2000]

@@ -8,7 +8,8 @@ from attnbench import tasks
 from attnbench.tasks import base, pairmatch
 
 
-@pytest.mark.parametrize("name,size", [("pairmatch", 32), ("pairmatch", 16), ("pathfinder", 32), ("digits", 24)])
+@pytest.mark.parametrize("name,size", [("pairmatch", 32), ("pairmatch", 16), ("pathfinder", 32), ("pathfinder-3", 32),
+                                       ("digits", 24)])
 def test_samples_are_deterministic_and_balanced(name, size):
     a = tasks.samples(name, size, 20, seed=3)
     b = tasks.samples(name, size, 20, seed=3)
@@ -78,3 +79,15 @@ def test_preview_writes_pngs_at_two_sizes(tmp_path):
     paths = preview(tmp_path, sizes=(16, 32), names=["pairmatch", "digits"], n=4)
     assert sorted(p.name for p in paths) == ["digits-16.png", "digits-32.png", "pairmatch-16.png", "pairmatch-32.png"]
     assert all(p.stat().st_size > 0 and p.read_bytes()[:4] == b"\x89PNG" for p in paths)
+
+
+def test_pathfinder_records_the_circles_distance_and_short_paths_keep_them_close():
+    """The distance meta is what the per-distance accuracy is read from; on 3-dash paths a same-path
+    pair is about half as far apart as a different-path pair (the shortcut the README discusses)."""
+    data = tasks.samples("pathfinder-3", 32, 200, seed=0)
+    d, y = data.meta["distance"], data.labels
+    assert d.shape == (200,) and (d > 0).all() and (d < 1.5).all()
+    same, other = float(d[y == 1].mean()), float(d[y == 0].mean())
+    assert 0.15 < same < 0.35 and other > 1.5 * same
+    longer = tasks.samples("pathfinder-9", 32, 40, seed=0)
+    assert float(longer.meta["distance"][longer.labels == 1].mean()) > same
