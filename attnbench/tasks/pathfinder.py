@@ -40,7 +40,7 @@ class Difficulty:
 
 
 PRESETS: dict[str, Difficulty] = {
-    # The CPU tier: learnable by a 3-block backbone in 2000 steps at 8x8 tokens (suites/accuracy.yaml).
+    # The CPU tier: learnable by a 3-block backbone in 1500 steps at 8x8 tokens (suites/accuracy.yaml).
     # Short paths also make the circles' distance a strong cue (README, accuracy section).
     "pathfinder-3": Difficulty(contour_length=3, distractors=2, distractor_length=2),
     "pathfinder-4": Difficulty(contour_length=4, distractors=2, distractor_length=2),
