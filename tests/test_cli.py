@@ -87,3 +87,12 @@ def test_dry_run_lists_cases_and_writes_nothing(repo_root, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "28 cases" in out and "Estimated wall time" in out
     assert not any(tmp_path.iterdir())
+
+
+def test_dry_run_of_an_accuracy_suite_counts_the_training_steps_it_cannot_estimate(repo_root, tmp_path, capsys):
+    """The lower bound covers forward/backward steps only; training must be named, not silently left out."""
+    assert main(["run", str(repo_root / "suites/accuracy.yaml"), "--dry-run", "--out", str(tmp_path)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    # 7 Pathfinder cases x 1500 steps + 14 PairMatch/digits cases x 250 steps, one seed each
+    assert "accuracy training, 14000 optimiser steps in all (250-1500 per case" in out
+    assert not any(tmp_path.iterdir())
