@@ -192,6 +192,13 @@ def read_results(run_dir: Path) -> pd.DataFrame:
         return pd.DataFrame(columns=list(LEADING_COLUMNS))
 
 
+def stored_bool(value: Any) -> bool | None:
+    """A boolean cell as read back from results.csv (True, "True", 1, "1.0"...); None when empty."""
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    return str(value).strip().lower() in ("true", "1", "1.0")
+
+
 def read_samples(run_dir: Path) -> dict[tuple[str, str], list[float]]:
     """(case_key, name) -> values; a later line for the same key replaces an earlier one (re-runs)."""
     path = Path(run_dir) / SAMPLES_JSONL

@@ -170,6 +170,7 @@ class Suite:
     metric_options: dict[str, Any]  # metric name -> validated Options instance
     path: Path | None = None
     parts: list["Suite"] = field(default_factory=list)
+    _grid_of: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False, compare=False)  # device -> {case key: options}
 
     @property
     def name(self) -> str:
@@ -184,10 +185,10 @@ class Suite:
 
     def metric_options_for(self, case: Case) -> dict[str, Any]:
         """The metric options of the grid (top level or ``include:`` block) that produced ``case``."""
-        for part in [self, *self.parts]:
-            if case.key() in {c.key() for c in part._expand_own([case.device])}:
-                return part.metric_options
-        return self.metric_options
+        if case.device not in self._grid_of:  # grids never overlap (checked on load), so the map is exact
+            self._grid_of[case.device] = {c.key(): part.metric_options for part in [self, *self.parts]
+                                          for c in part._expand_own([case.device])}
+        return self._grid_of[case.device].get(case.key(), self.metric_options)
 
     def as_dict(self) -> dict[str, Any]:
         """The suite as loaded, with every default filled in (what ``suite.yaml`` of a run holds)."""

@@ -13,8 +13,9 @@ from rich.console import Console
 from rich.table import Table
 
 from .predict import steps_needed
+from .store import stored_bool
 
-SUMMARY_ALWAYS = {"label", None, "dtype", "mode", "status"}
+SUMMARY_ALWAYS = {"label", "size", "device", "dtype", "mode", "status"}  # shown even when empty
 STATUS_STYLE = {"ok": "green", "oom": "yellow", "timeout": "yellow", "unsupported": "blue", "error": "red"}
 
 
@@ -82,7 +83,7 @@ def print_summary(results: pd.DataFrame, console: Console, title: str = "results
         cols.insert(2, ("device", "device", None))
     # A column no row filled (the cost columns of an accuracy suite, the accuracy columns of a cost
     # suite) only pushes the ones that matter off a terminal's width.
-    cols = [c for c in cols if c[1] in SUMMARY_ALWAYS or (c[1] in results and results[c[1]].notna().any())]
+    cols = [c for c in cols if c[0] in SUMMARY_ALWAYS or (c[1] in results and results[c[1]].notna().any())]
     for name, _, _ in cols:
         table.add_column(name, justify="left" if name in ("label", "status", "dtype", "mode", "device") else "right")
     for _, r in results.iterrows():
@@ -97,8 +98,7 @@ def print_summary(results: pd.DataFrame, console: Console, title: str = "results
             elif name == "layers to full" and pd.isna(r.get(col)) and not pd.isna(r.get("rf_keys_mean")):
                 cells.append("never")
             elif name == "fidelity":
-                v = r.get("fid_pass")
-                cells.append("" if pd.isna(v) else ("pass" if str(v) in ("True", "1", "1.0") else "[red]FAIL[/red]"))
+                cells.append({True: "pass", False: "[red]FAIL[/red]", None: ""}[stored_bool(r.get(col))])
             elif name == "status":
                 cells.append(f"[{STATUS_STYLE.get(r['status'], 'white')}]{r['status']}[/]")
             elif fmt:

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..metrics.accuracy import run_validity
+from ..store import stored_bool
 
 PLOT_DIR = "plots"
 
@@ -34,12 +35,6 @@ def _fmt(v: Any, spec: str = ".3g") -> str:
     if isinstance(v, (float, np.floating)):
         return format(float(v), spec)
     return str(v)
-
-
-def _truthy(v: Any) -> bool | None:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return None
-    return str(v).strip().lower() in ("true", "1", "1.0")
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -66,7 +61,7 @@ def _acc_cell(frame: pd.DataFrame) -> str:
     seeds = json.loads(r["acc_seeds"]) if isinstance(r.get("acc_seeds"), str) else []
     std = r.get("acc_std")
     spread = f" ± {std:.3f}" if std is not None and not (isinstance(std, float) and math.isnan(std)) else ""
-    flag = {True: "", False: " ✗", None: ""}[_truthy(r.get("acc_valid"))]
+    flag = {True: "", False: " ✗", None: ""}[stored_bool(r.get("acc_valid"))]
     return f"{r['acc_mean']:.3f}{spread} (n={len(seeds) or 1}){flag}"
 
 
@@ -76,7 +71,7 @@ def _summary_table(res: pd.DataFrame) -> list[str]:
               "layers to full", "ERF area95", "attention MACs/img", *[f"acc {t}" for t in tasks]]
     rows = []
     for (label, h, w), g in res.groupby(["label", "height", "width"], sort=False):
-        passes = [_truthy(v) for v in g.get("fid_pass", pd.Series(dtype=object)).dropna()]
+        passes = [stored_bool(v) for v in g.get("fid_pass", pd.Series(dtype=object)).dropna()]
         fid = "—" if not passes else ("pass" if all(passes) else "FAIL")
         keys = "—"
         if _first(g, "rf_keys_mean") is not None:
