@@ -5,14 +5,13 @@ are the identifying columns of ``results.csv``; two runs are compared by matchin
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 import torch
 
-from .results_schema import ID_COLUMNS
+from .results_schema import ID_COLUMNS, identity_key
 
 Mode = Literal["forward", "train"]
 
@@ -74,9 +73,7 @@ class Case:
 
     def key(self) -> str:
         """Stable identity (resume and compare key); independent of dict ordering and of the run."""
-        ident = {c: getattr(self, c) if c != "options" else self.options_json() for c in ID_COLUMNS}
-        raw = json.dumps(ident, sort_keys=True, default=str)
-        return hashlib.sha1(raw.encode()).hexdigest()[:16]
+        return identity_key({c: getattr(self, c) if c != "options" else self.options_json() for c in ID_COLUMNS})
 
     def id_row(self) -> dict[str, Any]:
         """The identifying columns of this case's results row."""

@@ -28,6 +28,7 @@ different environments are not comparable.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ import numpy as np
 from . import UserError
 from .compare import case_name
 from .stats import DEFAULT_THRESHOLD, compare_samples, median_ci
+from .faults import warn
 from .store import atomic_write_text, list_runs, load_run
 
 MACHINE_KEYS = ("device", "device_name", "torch", "threads")
@@ -114,7 +116,12 @@ class Series:
 
     @property
     def slug(self) -> str:
-        return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{self.case}_{self.machine_label}").strip("_")
+        """A file name for the series' plot; long labels are cut and made unique by a hash, since file
+        systems refuse names over 255 bytes."""
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{self.case}_{self.machine_label}").strip("_")
+        if len(slug) > 120:
+            slug = f"{slug[:100]}-{hashlib.sha1(slug.encode()).hexdigest()[:12]}"
+        return slug
 
     @property
     def machine_label(self) -> str:
@@ -147,8 +154,16 @@ def collect(suite_dir: Path | str, threshold: float = DEFAULT_THRESHOLD, window:
         raise UserError(f"{suite_dir}: no runs found; pass results/<suite>/ (a folder of run directories)")
     runs: list[RunInfo] = []
     series: dict[tuple[str, tuple], Series] = {}
-    for idx, path in enumerate(paths):
-        run = load_run(path)
+    loaded = []
+    for path in paths:
+        try:
+            loaded.append((path, load_run(path)))
+        except UserError as exc:  # one damaged run must not hide the others
+            warn(f"{exc}; that run is left out of the history")
+    if not loaded:
+        raise UserError(f"{suite_dir}: none of its {len(paths)} run(s) can be read (see the warnings above)")
+    paths = [p for p, _ in loaded]
+    for idx, (path, run) in enumerate(loaded):
         env = run.env
         machine = tuple(env.get(k) for k in MACHINE_KEYS)
         runs.append(RunInfo(path.name, str(env.get("created_at", "")), str(env.get("git_commit") or "nogit"),

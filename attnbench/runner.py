@@ -25,6 +25,9 @@ from . import UserError, devices, store
 from .case import Case
 from .executor import LocalExecutor, Outcome
 from .predict import Prediction, predict, skip_reason, steps_needed
+from .resume import INFERRED, resumable_rows, seed_calibration
+from .results_schema import SAMPLE_SERIES
+from .runguard import guarded_run
 from .suite import Suite
 from .worker import Job, WorkerInit
 
@@ -77,13 +80,13 @@ class Calibration:
         failed = self.failed.get(key)
         if failed and case.tokens >= failed[1].tokens:
             status, small = failed
-            return status, f"not run: the same configuration at {small.height}x{small.width} already ended in {status}"
+            return status, f"{INFERRED}the same configuration at {small.height}x{small.width} already ended in {status}"
         measured = self.measured.get(key)
         if measured and case.tokens > measured[0].tokens:
             small, macs, step_s = measured
             est = step_s * predict(case).macs / max(macs, 1)
             if self.steps * est > self.timeout_s:
-                return "timeout", (f"not run: {self.steps} steps x ~{est:.0f} s (step time measured at {small.height}x"
+                return "timeout", (f"{INFERRED}{self.steps} steps x ~{est:.0f} s (step time measured at {small.height}x"
                                    f"{small.width}, scaled by analytic MACs) > limits.timeout_s={self.timeout_s:g}")
         return None
 
@@ -162,7 +165,7 @@ class RunState:
     def add(self, case: Case, status: str, error: str | None, threads: int, wall_s: float | None,
             columns: dict[str, Any], samples: dict[str, list[float]] | None = None) -> dict[str, Any]:
         row = {"case_key": case.key(), **case.id_row(), "status": status, "error": error, "threads": threads,
-               "wall_s": wall_s, **columns}
+               "wall_s": wall_s, **columns, SAMPLE_SERIES: sorted(samples) if samples else None}
         self.rows[case.key()] = row
         if samples:
             store.append_samples(self.run_dir, case.key(), case.label, samples)
@@ -172,14 +175,6 @@ class RunState:
     def flush(self) -> None:
         keys = [k for k in self.order if k in self.rows] + [k for k in self.rows if k not in set(self.order)]
         store.write_results(self.run_dir, [self.rows[k] for k in keys])
-
-
-def _existing_rows(run_dir: Path) -> dict[str, dict[str, Any]]:
-    frame = store.read_results(run_dir)
-    if frame.empty:
-        return {}
-    frame = frame.astype(object).where(frame.notna(), None)
-    return {str(r["case_key"]): dict(r) for r in frame.to_dict("records")}
 
 
 def prepare_run_dir(suite: Suite, out: Path, device: str, resume: Path | None) -> Path:
@@ -198,7 +193,14 @@ def prepare_run_dir(suite: Suite, out: Path, device: str, resume: Path | None) -
 
 def run_suite(suite: Suite, out: Path | str = "results", device: str | None = None, resume: Path | str | None = None,
               console: Console | None = None, executor: Any = None) -> Path:
-    """Run every case of ``suite``; returns the run directory. Ctrl-C keeps what has finished."""
+    """Run every case of ``suite``; returns the run directory. Ctrl-C keeps what has finished; a
+    write fault (full disk...) ends the run with one line and the resume command (``runguard``)."""
+    with guarded_run(suite.path, resume):
+        return _run_suite(suite, out, device, resume, console, executor)
+
+
+def _run_suite(suite: Suite, out: Path | str = "results", device: str | None = None, resume: Path | str | None = None,
+               console: Console | None = None, executor: Any = None) -> Path:
     console = console or make_console(stderr=True)
     devs = devices.resolve_devices(suite.model.device, device)
     cases = suite.expand(devs)
@@ -222,7 +224,7 @@ def run_suite(suite: Suite, out: Path | str = "results", device: str | None = No
     store.write_env(run_dir, env)
     store.write_suite(run_dir, suite.as_dict())
 
-    existing = _existing_rows(run_dir) if resume else {}
+    existing = resumable_rows(run_dir, lambda msg: console.print(msg, style="yellow", markup=False, soft_wrap=True)) if resume else {}
     state = RunState(run_dir, cases, existing)
     todo = [c for c in cases if c.key() not in existing]
     the_plan = plan(suite, todo, peaks)
@@ -245,6 +247,7 @@ def run_suite(suite: Suite, out: Path | str = "results", device: str | None = No
         return {m: (o.model_dump(mode="json") if o is not None else None) for m, o in suite.metric_options_for(case).items()}
 
     calib = Calibration(steps_needed(suite.metric_options), limits.timeout_s)
+    seed_calibration(calib, cases, existing)  # a resumed run infers skips from the rows it kept
 
     def jobs():
         """Yield the cases still worth running; write a row for those the measured cost rules out."""

@@ -1,0 +1,50 @@
+"""Test-only mechanisms for the robustness tests (tests/test_robustness.py), importable by name so
+spawned workers register them too.
+
+``test_nap`` naps at its smallest size (8x8) while the file named by ``$ATTNBENCH_TEST_NAP`` exists,
+after writing its worker's pid next to it: a case a test can kill in the middle, knowing which process
+to kill. ``test_unplannable`` has a bug in ``unavailable_reason``, so a run fails before its first case.
+``test_flag_hog`` runs out of memory at its smallest size while a flag file exists.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import mechanisms
+from mechanisms.global_attention import GlobalAttention
+
+
+@mechanisms.register("test_nap")
+class Nap(GlobalAttention):
+    def forward(self, x):
+        flag = os.environ.get("ATTNBENCH_TEST_NAP")
+        if flag and x.shape[1] == 8 and os.path.exists(flag):
+            Path(flag + ".pid").write_text(str(os.getpid()))
+            deadline = time.monotonic() + 60
+            while os.path.exists(flag) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        return super().forward(x)
+
+
+@mechanisms.register("test_unplannable")
+class Unplannable(GlobalAttention):
+    @classmethod
+    def unavailable_reason(cls, backend, device, dtype, mode="forward"):
+        raise RuntimeError("deliberate bug in unavailable_reason")
+
+
+@mechanisms.register("test_flag_hog")
+class FlagHog(GlobalAttention):
+    """At 8x8, while the file named by ``$ATTNBENCH_TEST_HOG`` exists, allocates 1 GiB: past a small
+    ``limits.max_memory_gb``, so the case ends in ``oom`` and larger sizes are skipped from it."""
+
+    def forward(self, x):
+        import torch
+
+        flag = os.environ.get("ATTNBENCH_TEST_HOG")
+        if flag and x.shape[1] == 8 and os.path.exists(flag):
+            hog = torch.ones(2**28, dtype=torch.float32, device=x.device)
+            return super().forward(x) + hog[0]
+        return super().forward(x)
