@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import torch
@@ -43,7 +43,6 @@ class Case:
     mode: Mode
     task: str | None = None
     seed: int = 0
-    extra: tuple[tuple[str, Any], ...] = field(default=())  # reserved for future swept keys
 
     @property
     def tokens(self) -> int:
@@ -96,12 +95,10 @@ class Case:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["options"] = [list(p) for p in self.options]
-        d["extra"] = [list(p) for p in self.extra]
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Case":
         d = dict(d)
         d["options"] = tuple((k, v) for k, v in d.get("options", ()))
-        d["extra"] = tuple((k, v) for k, v in d.get("extra", ()))
         return cls(**d)

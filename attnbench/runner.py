@@ -28,8 +28,6 @@ from .predict import Prediction, predict, skip_reason, steps_needed
 from .suite import Suite
 from .worker import Job, WorkerInit
 
-RUN_METRICS = ("memory", "time", "fidelity", "receptive_field", "accuracy")  # metrics that execute the module
-
 
 @dataclass
 class Plan:

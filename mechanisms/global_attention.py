@@ -47,19 +47,15 @@ class GlobalAttention(AttentionBase):
     def __init__(self, dim: int, num_heads: int, *, backend: str = "native", **common: Any) -> None:
         super().__init__(dim, num_heads, backend=backend, **common)
 
-    def _qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        B, H, W, C = x.shape
-        return self.split_qkv(x.reshape(B, H * W, C))  # B, heads, N, d each
-
     def _forward_native(self, x: Tensor) -> Tensor:
         B, H, W, _ = x.shape
-        q, k, v = self._qkv(x)
+        q, k, v = self.token_qkv(x)
         out = attend(q, k, v, scale=self.scale, dropout_p=self._dropout_p())
         return self.merge_heads(out, H, W)
 
     def _forward_math(self, x: Tensor) -> Tensor:
         B, H, W, _ = x.shape
-        q, k, v = self._qkv(x)
+        q, k, v = self.token_qkv(x)
         out = attend(q, k, v, scale=self.scale, backend="math", dropout_p=self._dropout_p())
         return self.merge_heads(out, H, W)
 
@@ -70,7 +66,7 @@ class GlobalAttention(AttentionBase):
         import xformers.ops as xops
 
         B, H, W, _ = x.shape
-        q, k, v = self._qkv(x)
+        q, k, v = self.token_qkv(x)
         # xformers wants (B, N, heads, d).
         out = xops.memory_efficient_attention(
             q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), p=self._dropout_p(), scale=self.scale
