@@ -21,17 +21,13 @@ def _xformers_unavailable_reason(device: torch.device, dtype: torch.dtype) -> st
     """Why xformers cannot run here, or None when it can (CUDA, fp16/bf16/fp32, importable)."""
     if device.type != "cuda":
         return f"xformers has no {device.type} kernels (CUDA only); use backend='native' or 'math'"
+    if dtype == torch.float64:
+        return "xformers has no float64 kernels; use backend='native' or 'math' for float64"
     try:
         import xformers.ops  # noqa: F401
     except Exception as exc:  # ImportError, or a broken binary build
         return f"xformers is not importable ({type(exc).__name__}: {exc}); pip install xformers or use backend='native'"
     return None
-
-
-def xformers_available(device: torch.device | str = "cuda", dtype: torch.dtype = torch.float16) -> tuple[bool, str]:
-    """(available, reason) for the xformers backend on ``device``; the harness reports the reason."""
-    reason = _xformers_unavailable_reason(torch.device(device), dtype)
-    return reason is None, reason or "available"
 
 
 @register("global")
@@ -46,6 +42,20 @@ class GlobalAttention(AttentionBase):
 
     def __init__(self, dim: int, num_heads: int, *, backend: str = "native", **common: Any) -> None:
         super().__init__(dim, num_heads, backend=backend, **common)
+
+    @classmethod
+    def unavailable_reason(cls, backend: str, device: str, dtype: torch.dtype, mode: str = "forward") -> str | None:
+        reason = super().unavailable_reason(backend, device, dtype, mode)
+        if reason is None and backend == "xformers":
+            reason = _xformers_unavailable_reason(torch.device(device), dtype)
+        return reason
+
+    def attention_memory_bytes(self, batch: int, H: int, W: int, element_size: int, train: bool,
+                               device: str = "cpu") -> int:
+        """``math`` materialises (B, h, N, N) logits and probabilities; xformers is O(N·d) like SDPA."""
+        if self.backend == "math":
+            return batch * self.num_heads * (H * W) ** 2 * element_size * (4 if train else 2)
+        return super().attention_memory_bytes(batch, H, W, element_size, train, device)
 
     def _forward_native(self, x: Tensor) -> Tensor:
         B, H, W, _ = x.shape
