@@ -62,9 +62,12 @@ def test_no_section_owner_markers(page):
 # ---------------------------------------------------------------------------------------- python
 @pytest.mark.parametrize("page", [p for p in PAGES if blocks(p, "python")], ids=page_id)
 def test_python_examples_run(page, monkeypatch):
-    """The blocks of a page run in order in one namespace; a mechanism they add behaves like a built-in."""
+    """The blocks of a page run in order in one namespace; a mechanism they add behaves like a built-in,
+    a metric they add meets the metric contract; both are unregistered afterwards."""
+    from attnbench import metrics
+
     monkeypatch.chdir(REPO)
-    before = set(mechanisms.available())
+    before, metrics_before = set(mechanisms.available()), set(metrics.names())
     namespace: dict = {}
     try:
         for i, block in enumerate(blocks(page, "python")):
@@ -79,9 +82,14 @@ def test_python_examples_run(page, monkeypatch):
             x = torch.randn(1, 5, 6, 16, dtype=torch.float64)
             assert torch.allclose(m(x), reference_forward(m, x), atol=1e-10)
             assert m.flops(5, 6)["total"] > 0
+        for name in set(metrics.names()) - metrics_before:
+            metric = metrics.get(name)
+            assert metric.doc and metric.columns, f"metric {name} declared in {page_id(page)} lacks doc or columns"
     finally:
         for name in set(mechanisms.available()) - before:
             mechanisms.unregister(name)
+        for name in set(metrics.names()) - metrics_before:
+            metrics.unregister(name)
 
 
 def test_readme_shows_how_to_use_and_docs_how_to_add_a_mechanism():

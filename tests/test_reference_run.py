@@ -15,11 +15,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import torch
 
 from attnbench.case import Case
-from attnbench.metrics import MetricContext, params
-from attnbench.metrics.flops import analytic_macs
+from attnbench.cost import case_cost
 from attnbench.reference_macs import COST_COLUMNS, main, render, run_name, runs_named_in
 from attnbench.store import RESULTS_CSV
 
@@ -60,9 +58,9 @@ def differences(rows: list[dict[str, str]]) -> list[str]:
         name = f"{row['run']} {row['case_key']} ({case.describe()})"
         if case.key() != row["case_key"]:
             lines.append(f"{name}: case_key stored {row['case_key']} now {case.key()}")
-        ctx = MetricContext(case=case, options=None, device=torch.device("meta"), dtype=case.torch_dtype)
         try:
-            now = {"macs": analytic_macs(ctx)["total"], **params.measure(ctx)}
+            cost = case_cost(case)
+            now = {"macs": cost.macs, "params": cost.params, "params_trainable": cost.params_trainable}
         except Exception as exc:  # a case that no longer builds is a difference, not a crash
             lines.append(f"{name}: no longer builds: {type(exc).__name__}: {exc}")
             continue
@@ -114,8 +112,8 @@ def test_differences_are_reported(tmp_path):
     from synthetic_runs import case, ok_row, write_run
 
     c = case("global", 8)
-    ctx = MetricContext(case=c, options=None, device=torch.device("meta"), dtype=torch.float32)
-    good = {"macs": analytic_macs(ctx)["total"], **params.measure(ctx)}
+    cost = case_cost(c)
+    good = {"macs": cost.macs, "params": cost.params, "params_trainable": cost.params_trainable}
     run = write_run(tmp_path / "s" / "r", [ok_row(c, 1.0, **good)])
     out = tmp_path / "ref.csv"
     assert main([str(run), "--out", str(out)]) == 0

@@ -4,7 +4,7 @@ Why objects and not module conventions: the planner (which cases execute the mod
 steps they run, how many threads), the suite loader (which option block belongs to whom), the run
 summary and the report all need to know about every metric. Each metric module declares one
 :class:`Metric` and registers it, and those places read the declarations: none of them tests a
-metric's name, so a new metric is one file plus its test, and ``tests/test_metric_contract.py``
+metric's name, so a new metric is one file plus its test, and ``tests/test_contracts.py``
 checks every registered metric against this contract.
 
     from attnbench.metrics import Metric, register
