@@ -116,11 +116,12 @@ def test_readme_suite_is_the_shipped_highres_suite():
 
 @pytest.mark.parametrize("item", all_blocks("toml"), ids=block_id)
 def test_toml_examples_parse(item):
+    from attnbench.metrics import ENTRY_POINT_GROUP as METRICS_GROUP
     from mechanisms.registry import ENTRY_POINT_GROUP
 
     data = tomllib.loads(item[2])
     groups = data.get("project", {}).get("entry-points", {})
-    assert set(groups) <= {ENTRY_POINT_GROUP}, f"unknown entry-point group in {block_id(item)}: {sorted(groups)}"
+    assert set(groups) <= {ENTRY_POINT_GROUP, METRICS_GROUP}, f"unknown entry-point group in {block_id(item)}: {sorted(groups)}"
 
 
 # ------------------------------------------------------------------------------------------ bash
