@@ -105,9 +105,5 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def cli() -> None:  # console-script wrapper
-    sys.exit(main())
-
-
 if __name__ == "__main__":  # pragma: no cover
-    cli()
+    sys.exit(main())

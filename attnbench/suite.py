@@ -34,8 +34,6 @@ from . import UserError
 from . import metrics as metric_registry
 from .case import Case, freeze_options
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
-MODE_CHOICES = ("forward", "train")
 DEFAULT_METRICS = ["flops", "params", "memory", "time"]
 # Seeds are offset (seed * 1000 + i, seed + 1) before torch.manual_seed, which takes < 2**64.
 MAX_SEED = 2**32 - 1
@@ -43,7 +41,6 @@ MAX_SEED = 2**32 - 1
 DtypeName = Literal["float64", "float32", "bfloat16", "float16"]
 DeviceName = Literal["auto", "cpu", "cuda", "mps"]
 ModeName = Literal["forward", "train"]
-PositiveInt = int  # checked by validators below; pydantic's strict ints reject bools for us
 
 
 def _as_list(value: Any) -> list[Any]:
