@@ -2,7 +2,7 @@
 
 Every command runs inside one outermost handler: a ``UserError`` (bad input, a damaged file, a full
 disk) is one line and exit code 2; anything unexpected is one line naming a log file that holds the
-traceback, and exit code 1 (``--debug`` prints the traceback in place instead).
+traceback, and exit code 1 (``attnbench --debug COMMAND`` prints the traceback in place instead).
 
 Each subcommand lives in ``attnbench/commands/<name>.py`` and exposes ``setup_arguments(subparsers)``
 and ``run_from_args(args) -> int`` (plus a plain keyword function that tests call directly). Adding a
@@ -46,13 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"attnbench {__version__}")
     parser.add_argument("--debug", action="store_true", help="on an unexpected error, print the traceback here "
-                        "instead of into a log file")
+                        "instead of into a log file (also: ATTNBENCH_DEBUG=1)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         module = importlib.import_module(f"attnbench.commands.{name}")
         module.setup_arguments(subparsers)
-    for sub in subparsers.choices.values():  # `attnbench run --debug ...` works as well as `attnbench --debug run`
-        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 
@@ -95,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         if is_write_fault(exc):  # a write fault outside the run's own files (report, plots, previews)
             print(f"attnbench: error: {' '.join(str(write_failure(exc)).split())}", file=sys.stderr)  # type: ignore[arg-type]
             return 2
-        if getattr(args, "debug", False):
+        if getattr(args, "debug", False) or os.environ.get("ATTNBENCH_DEBUG", "") not in ("", "0"):
             traceback.print_exc()
             return 1
         msg = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]

@@ -21,6 +21,8 @@ from typing import Any, Callable
 # Error texts that mark rows --resume re-tries (written by runner.Calibration and executor._death).
 INFERRED = "not run: "  # a skip decided from another row's measurement
 KILLED = "worker killed (signal 9)"  # a SIGKILL without OOM-killer evidence
+# How versions before the evidence check wrote every SIGKILL (as status oom): not evidence either.
+KILLED_BEFORE = "worker killed by SIGKILL (most likely the kernel OOM killer)"
 
 
 def rerun_reason(row: dict[str, Any], samples: dict[tuple[str, str], list[float]]) -> str | None:
@@ -30,7 +32,7 @@ def rerun_reason(row: dict[str, Any], samples: dict[tuple[str, str], list[float]
     error = str(row.get(ERROR) or "")
     if error.startswith(INFERRED):
         return "its skip was inferred from another row"
-    if error.startswith(KILLED):
+    if error.startswith((KILLED, KILLED_BEFORE)):
         return "its worker was killed by a signal, not by the case"
     if row.get(STATUS) == "ok" and row.get(SAMPLE_SERIES):
         try:

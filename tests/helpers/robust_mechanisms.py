@@ -2,7 +2,7 @@
 spawned workers register them too.
 
 ``test_nap`` naps at its smallest size (8x8) while the file named by ``$ATTNBENCH_TEST_NAP`` exists,
-after writing its worker's pid next to it: a case a test can kill in the middle, knowing which process
+after writing its worker's pid (and parent-death signal) next to it: a case a test can kill in the middle, knowing which process
 to kill. ``test_unplannable`` has a bug in ``unavailable_reason``, so a run fails before its first case.
 ``test_flag_hog`` runs out of memory at its smallest size while a flag file exists.
 """
@@ -16,12 +16,25 @@ import mechanisms
 from mechanisms.global_attention import GlobalAttention
 
 
+def _parent_death_signal() -> int:
+    """The signal this process gets when its parent dies (prctl PR_GET_PDEATHSIG; 0: none, -1: unknown)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        sig = ctypes.c_int(0)
+        return sig.value if libc.prctl(2, ctypes.byref(sig), 0, 0, 0) == 0 else -1
+    except (OSError, AttributeError):
+        return -1
+
+
 @mechanisms.register("test_nap")
 class Nap(GlobalAttention):
     def forward(self, x):
         flag = os.environ.get("ATTNBENCH_TEST_NAP")
         if flag and x.shape[1] == 8 and os.path.exists(flag):
-            Path(flag + ".pid").write_text(str(os.getpid()))
+            Path(flag + ".pid").write_text(f"{os.getpid()} {_parent_death_signal()}")
             deadline = time.monotonic() + 60
             while os.path.exists(flag) and time.monotonic() < deadline:
                 time.sleep(0.05)
