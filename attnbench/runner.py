@@ -224,7 +224,8 @@ def _run_suite(suite: Suite, out: Path | str = "results", device: str | None = N
     store.write_env(run_dir, env)
     store.write_suite(run_dir, suite.as_dict())
 
-    existing = resumable_rows(run_dir, lambda msg: console.print(msg, style="yellow", markup=False, soft_wrap=True)) if resume else {}
+    say = lambda msg: console.print(msg, style="yellow", markup=False, soft_wrap=True)  # noqa: E731
+    existing = resumable_rows(run_dir, say) if resume else {}
     state = RunState(run_dir, cases, existing)
     todo = [c for c in cases if c.key() not in existing]
     the_plan = plan(suite, todo, peaks)

@@ -394,10 +394,11 @@ def test_a_folder_with_only_env_and_suite_is_not_a_run(tiny_run, tmp_path, capsy
 
 
 # ---------------------------------------------------------- the outermost handler, early failure
-def test_a_crash_before_the_first_case_leaves_no_folder_one_line_and_a_log(tmp_path, capsys):
+def test_a_crash_before_the_first_case_leaves_no_folder_one_line_and_a_log(tmp_path, capsys, monkeypatch):
     suite = tmp_path / "bug.yaml"
     suite.write_text("name: bug\ndevice: cpu\nresolutions: [4]\ndim: 8\nnum_heads: 2\nmetrics: [params]\n"
                      "mechanisms: [test_unplannable]\n")
+    monkeypatch.setenv("ATTNBENCH_TEST_UNPLANNABLE", "1")  # the bug shows (here and in the subprocess)
     proc = cli("run", str(suite), "--out", str(tmp_path / "out"), plugins=True, env={"ATTNBENCH_LOG_DIR": str(tmp_path)})
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
@@ -451,3 +452,22 @@ def test_the_api_rejects_empty_maps_and_mismatched_dtypes_with_valueerror(name):
         module(torch.randn(1, 7, 7, 16, dtype=torch.float64))
     with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast mixes dtypes on purpose
         assert module(torch.randn(1, 7, 7, 16, dtype=torch.bfloat16)).shape == (1, 7, 7, 16)
+
+
+def test_sigkill_is_oom_only_when_an_oom_kill_counter_rose():
+    """The classification itself, on this machine's real counter files: a counter that rose since the job
+    started is evidence (named in the row); unchanged counters, or none readable, are not."""
+    from attnbench.executor import _death
+    from attnbench.lifeline import oom_counters
+
+    now = oom_counters()
+    if not now:
+        pytest.skip("no OOM-kill counter is readable here")
+    path, count = next(iter(now.items()))
+    status, reason = _death(-signal.SIGKILL, None, {path: count - 1})
+    assert status == "oom" and reason.startswith(f"worker killed by the kernel OOM killer ({path} oom_kill {count - 1} -> ")
+    status, reason = _death(-signal.SIGKILL, None, now)
+    assert (status, reason) == ("error", "worker killed (signal 9), not by the kernel OOM killer (no OOM-kill counter "
+                                         "rose while it ran); --resume runs it again")
+    status, reason = _death(-signal.SIGKILL, None, {})
+    assert status == "error" and "no OOM-kill counter is readable here" in reason
