@@ -39,7 +39,7 @@ class ShardSpec:
     max_memory_gb: float | None = None
     timeout_s: float = 600.0
     cases_per_worker: int = 1
-    extra: dict[str, Any] = field(default_factory=dict)
+    sys_path: list[str] = field(default_factory=list)  # the parent's import path, as spawn would copy it
 
 
 def _task_rank() -> int:
@@ -70,6 +70,9 @@ def _pin_gpu(rank: int, gpus: int) -> None:
 
 def run_shard(spec: ShardSpec) -> dict[str, Any]:
     """Job entry point: run this task's lane; returns {lane, rows, host}."""
+    import sys
+
+    sys.path.extend(p for p in spec.sys_path if p not in sys.path)  # plugin modules the parent imported
     rank = _task_rank()
     if rank >= len(spec.lanes):
         return {"lane": None, "rows": 0, "host": socket.gethostname()}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -28,6 +29,7 @@ from .plan import Shard, make_plan
 from .shard import LaneSpec, ShardSpec, run_shard
 
 ROW_KEYS = ("case_key", "status", "error", "threads", "wall_s")
+_UNSET = object()
 
 
 def _one_line(text: str, limit: int = 300) -> str:
@@ -92,13 +94,18 @@ class SubmititExecutor:
         raise UserError(f"{root}: too many attempts")  # pragma: no cover
 
     def _specs(self, plan: list[Shard], attempt: Path, jobs: dict[str, Job]) -> list[ShardSpec]:
+        from ..runner import worker_imports
+
         limits = self.suite.model.limits
+        # A job validates the whole suite, so it imports the modules of every mechanism, not only its own.
+        imports = tuple(sorted(set(self.init.imports) | set(worker_imports(
+            self.suite.expand(sorted({s.device for s in plan})), self.suite.metrics))))
         return [ShardSpec(
             index=s.index, gpus=s.gpus,
             lanes=[LaneSpec(ln.name, str(attempt / ln.name), ln.device, [c.key() for c in ln.cases]) for ln in s.lanes],
-            suite=self.suite.as_dict(), imports=self.init.imports, threads=self.init.threads,
+            suite=self.suite.as_dict(), imports=imports, threads=self.init.threads,
             max_memory_gb=self.init.max_memory_gb, timeout_s=limits.timeout_s,
-            cases_per_worker=self.suite.model.cases_per_worker) for s in plan]
+            cases_per_worker=self.suite.model.cases_per_worker, sys_path=list(sys.path)) for s in plan]
 
     def _executor(self, folder: Path, shard: Shard) -> Any:
         submitit = require_submitit()
@@ -153,13 +160,17 @@ class SubmititExecutor:
         try:
             while pending:
                 for i, job in list(pending.items()):
+                    failure: Any = _UNSET
                     if self.opts.cluster == "debug":
-                        job.exception()  # the debug executor runs the job here, in this process
-                    done = job.done()
+                        # The debug executor runs the job here, in this process, exactly once: its
+                        # done()/result() would run a failed job again (and open pdb).
+                        failure, done = job.exception(), True
+                    else:
+                        done = job.done()
                     self._harvest(plan[i], attempt, cases, seen, on_start, on_done)
                     if done:
                         del pending[i]
-                        records += self._finish(plan[i], job, attempt, cases, seen, on_done)
+                        records += self._finish(plan[i], job, attempt, cases, seen, on_done, failure)
                 if pending:
                     time.sleep(self.opts.poll_s)
         except KeyboardInterrupt:
@@ -197,17 +208,28 @@ class SubmititExecutor:
                                       float(row.get("wall_s") or 0.0)))
 
     def _finish(self, shard: Shard, job: Any, attempt: Path, cases: dict[str, Any], seen: set[str],
-                on_done: Callable[[Any, Outcome], None]) -> list[dict[str, Any]]:
-        """Last look at a finished job; its unfinished cases become rows saying why."""
+                on_done: Callable[[Any, Outcome], None], failure: Any = None) -> list[dict[str, Any]]:
+        """Last look at a finished job; its unfinished cases become rows saying why. ``failure``:
+        the job's exception when already known (``_UNSET``: ask the scheduler)."""
         self._harvest(shard, attempt, cases, seen, lambda c: None, on_done)
-        state = str(getattr(job, "state", "UNKNOWN"))
+        if failure is _UNSET:
+            state = str(getattr(job, "state", "UNKNOWN"))
+        else:  # the debug executor keeps no state of its own for a job that raised
+            state = "FAILED" if failure is not None else "DONE"
         lost = [c for ln in shard.lanes for c in ln.cases if c.key() not in seen]
         if lost:
-            try:
-                exc = job.exception()
-            except Exception as err:  # noqa: BLE001  (whatever the scheduler says is the reason)
-                exc = err
-            reason = _tail(str(exc), 1) if exc is not None else "no exception recorded"
+            exc = failure
+            if exc is _UNSET:
+                try:
+                    exc = job.exception()
+                except Exception as err:  # noqa: BLE001  (whatever the scheduler says is the reason)
+                    exc = err
+            if exc is None:
+                reason = "no exception recorded"
+            elif "\n" in str(exc):  # submitit's FailedJobError carries the job's traceback: its last line
+                reason = _tail(str(exc), 1)
+            else:
+                reason = f"{type(exc).__name__}: {exc}"
             try:
                 log = _tail(job.stderr()) or _tail(job.stdout())
             except Exception:  # logs may not exist when the job never started
