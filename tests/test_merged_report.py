@@ -19,10 +19,10 @@ FAST = {**FP, "cpu_model": "Fast CPU", "cpu_isa": ["avx2", "avx512_bf16"]}
 
 
 def _run(path: Path, fp: dict, scale: float, seed: int, overrides: dict | None = None) -> Path:
-    """global costs t²-ish, swin t: swin is faster than global from a known size on."""
+    """global costs 1e-4·t², swin 0.05·t (ms): swin is faster than global from t = 500 on."""
     rows, samples = [], {}
-    for label, model in (("global", lambda t: 1e-4 * t * t / 64), ("swin", lambda t: 0.05 * t)):
-        for side in (4, 8, 16):
+    for label, model in (("global", lambda t: 1e-4 * t * t), ("swin", lambda t: 0.05 * t)):
+        for side in (8, 16, 32):
             c = case(label, side)
             lat = scale * (overrides or {}).get((label, side), model(side * side))
             s = lognormal_samples(lat, 15, 0.01, seed + side)
@@ -35,20 +35,26 @@ def _run(path: Path, fp: dict, scale: float, seed: int, overrides: dict | None =
 def test_runs_from_two_machines_become_columns_and_conflicting_duplicates_are_shown(tmp_path, capsys):
     a = _run(tmp_path / "s" / "a", FP, 1.0, 0)
     b = _run(tmp_path / "s" / "b", FAST, 0.25, 1)
-    a_again = _run(tmp_path / "s" / "a2", FP, 1.0, 2, overrides={("swin", 8): 6.4})  # swin 8x8: 3.2 -> 6.4 ms
+    a_again = _run(tmp_path / "s" / "a2", FP, 1.0, 2, overrides={("swin", 16): 25.6})  # 12.8 -> 25.6 ms
     out = tmp_path / "merged"
     assert main(["report", str(a), str(b), str(a_again), "--out", str(out), "--no-plots"]) == 0
     md = (out / "report.md").read_text()
     assert "| mechanism | resolution | cpu · Test CPU [no native bf16] | cpu · Fast CPU [avx512_bf16] |" in md
     # the conflicting duplicate: both values in the cell, and both rows listed with their runs
-    assert "| swin | 8² | 3.2 ≠ 6.4 ⚠ | 0.8 |" in md
+    row = next(line for line in md.splitlines() if line.startswith("| swin | 16² |"))  # first table: latency
+    base, again = (float(x) for x in row.split("|")[3].replace("⚠", "").split("≠"))
+    assert abs(base / 12.8 - 1) < 0.02 and abs(again / 25.6 - 1) < 0.02 and abs(float(row.split("|")[4]) / 3.2 - 1) < 0.02
+    assert "| swin | 16² | 16.0 | 16.0 |" in md  # memory agrees: one value, no conflict mark
     conflicts = md.split("## Conflicting duplicates")[1]
     assert conflicts.count("swin") == 2 and "| a " in conflicts and "| a2 " in conflicts
     assert "1 case(s) measured more than once" in conflicts
-    # identical duplicates (within noise) are shown once
-    assert "| global | 16² | 1 | 0.25 |" in md
-    # crossover per device · machine: swin (0.05 t) beats global (t²/640000... scaled) between 8² and 16²
-    assert "| swin | cheaper from" in md
+    # duplicates that agree within noise are shown once
+    row = next(line for line in md.splitlines() if line.startswith("| global | 32² |"))
+    assert "≠" not in row and abs(float(row.split("|")[3]) / 104.9 - 1) < 0.02
+    # crossover per device · machine: 1e-4 t² = 0.05 t at t = 500 (log-log interpolation: close to it)
+    cross = next(line for line in md.splitlines() if line.startswith("| swin | cheaper from"))
+    tokens = [int(c.split("cheaper from ")[1].split(" tokens")[0].replace(",", "")) for c in cross.split("|")[2:4]]
+    assert all(400 < t < 600 for t in tokens)
     tidy = pd.read_csv(out / "merged.csv")
     assert len(tidy) == 18 and {"device", "machine", "machine_id", "run", "conflict"} <= set(tidy.columns)
     assert tidy["conflict"].sum() == 2

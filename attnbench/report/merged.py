@@ -98,9 +98,9 @@ def _cell(g: pd.DataFrame, column: str, conflicting: bool) -> str:
         v = r.get(column)
         return tables.fmt_number(float(v)) if v is not None and not pd.isna(v) else "-"
 
-    values = list(dict.fromkeys(one(r) for _, r in g.iterrows()))
-    if conflicting and len(g) > 1:
-        return " ≠ ".join(one(r) for _, r in g.iterrows()) + " ⚠"
+    values = [one(r) for _, r in g.iterrows()]
+    if conflicting and len(set(values)) > 1:  # this metric disagrees: every run's value, in run order
+        return " ≠ ".join(values) + " ⚠"
     return values[0]
 
 
