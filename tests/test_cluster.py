@@ -30,7 +30,6 @@ from attnbench.cluster.plan import make_plan  # noqa: E402
 from attnbench.runner import Calibration, run_suite  # noqa: E402
 from attnbench.suite import load_suite, validate_suite  # noqa: E402
 
-submitit = pytest.importorskip("submitit")  # a core dependency (pyproject); guarded for stripped installs
 
 TINY = {
     "name": "tiny", "device": "cpu", "resolutions": [8, 12], "dim": 16, "num_heads": 2, "mode": ["forward", "train"],

@@ -242,6 +242,8 @@ class SubmititExecutor:
                 on_done(case, Outcome(status, text, {}, {}, 0.0))
             self._say(f"[yellow]shard {shard.index}[/yellow] (job {job.job_id}) ended {state}: {len(lost)} case(s) "
                       f"not finished, written as {status} rows; `attnbench run ... --resume {self.run_dir}` runs them again")
+        else:
+            self._say(f"shard {shard.index} (job {job.job_id}) ended {state}: {len(shard.cases)} case(s) done")
         out = []
         for lane in shard.lanes:
             env = store.read_env(attempt / lane.name) if (attempt / lane.name / store.ENV_JSON).exists() else {}
