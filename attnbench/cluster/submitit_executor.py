@@ -44,6 +44,31 @@ def _tail(text: str | None, lines: int = 3) -> str:
     return " | ".join(keep[-lines:])
 
 
+def _reason(exc: BaseException | None) -> str:
+    """One line from what submitit says about a job: the exception of a job that raised (the last line
+    of its traceback), or the summary of a job that ended without a result (the first line)."""
+    if exc is None:
+        return "no exception recorded"
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    if len(lines) == 1:
+        return f"{type(exc).__name__}: {lines[0]}"
+    if any(ln.startswith("Traceback") for ln in lines):
+        return lines[-1]
+    head = []
+    for ln in lines:  # submitit's UncompletedJobError: a summary, then the job's error stream
+        if ln.startswith(("Error stream produced", "No error stream produced", "---")):
+            break
+        head.append(ln)
+    return " ".join(head)
+
+
+def _job_lines(text: str | None) -> str:
+    """A job's log without submitit's own start-up lines."""
+    return "\n".join(ln for ln in (text or "").splitlines() if ln.strip() and not ln.startswith("submitit "))
+
+
 def remote_devices(requested: list[str] | str, override: str | None, gpus_per_job: int | None) -> list[str]:
     """Devices of a Slurm run, resolved without looking at this (login) machine: ``auto`` is ``cuda``
     unless the jobs get no GPU (``--gpus-per-job 0``), and a device is not required to exist here."""
@@ -224,14 +249,9 @@ class SubmititExecutor:
                     exc = job.exception()
                 except Exception as err:  # noqa: BLE001  (whatever the scheduler says is the reason)
                     exc = err
-            if exc is None:
-                reason = "no exception recorded"
-            elif "\n" in str(exc):  # submitit's FailedJobError carries the job's traceback: its last line
-                reason = _tail(str(exc), 1)
-            else:
-                reason = f"{type(exc).__name__}: {exc}"
+            reason = _reason(exc)
             try:
-                log = _tail(job.stderr()) or _tail(job.stdout())
+                log = _tail(_job_lines(job.stderr())) or "the job's log ends without an error (killed from outside?)"
             except Exception:  # logs may not exist when the job never started
                 log = ""
             status = "timeout" if "TIMEOUT" in state.upper() else "error"
