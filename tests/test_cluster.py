@@ -21,8 +21,6 @@ HELPERS = Path(__file__).parent / "helpers"
 if str(HELPERS) not in sys.path:
     sys.path.insert(0, str(HELPERS))
 
-import runner_mechanisms  # noqa: E402,F401  (test_slow; the jobs import it too)
-
 from attnbench import UserError, store  # noqa: E402
 from attnbench.cli import main  # noqa: E402
 from attnbench.cluster import ClusterOptions, lost_row, require_submitit, resolve_options  # noqa: E402
@@ -167,6 +165,10 @@ def test_a_shard_that_raises_becomes_error_rows_and_the_sweep_continues(tmp_path
 
 @pytest.mark.slow
 def test_killing_one_shard_then_resume_completes_with_nothing_lost_or_duplicated(tmp_path):
+    # test_slow registers on import; imported here, not at collection, so registry-wide tests
+    # collected after this module (test_fidelity) do not see it
+    import runner_mechanisms  # noqa: F401
+
     script = textwrap.dedent(f"""
         import os, sys
         sys.path.insert(0, {str(HELPERS)!r})

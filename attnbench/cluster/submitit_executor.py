@@ -118,7 +118,8 @@ class SubmititExecutor:
             return path
         raise UserError(f"{root}: too many attempts")  # pragma: no cover
 
-    def _specs(self, plan: list[Shard], attempt: Path, jobs: dict[str, Job]) -> list[ShardSpec]:
+    def _specs(self, plan: list[Shard], attempt: Path) -> list[ShardSpec]:
+        """What each job needs, as plain data; the job derives each case's metric options from the suite."""
         from ..runner import worker_imports
 
         limits = self.suite.model.limits
@@ -164,7 +165,7 @@ class SubmititExecutor:
             return
         plan = make_plan([c for c, _ in items], self.opts.shards, self.opts.gpus_per_job)
         attempt = self._attempt_dir()
-        specs = self._specs(plan, attempt, {c.key(): j for c, j in items})
+        specs = self._specs(plan, attempt)
         store.atomic_write_text(attempt / "plan.json", json.dumps(
             [{"shard": s.index, "device": s.device, "gpus": s.gpus,
               "lanes": {ln.name: [c.key() for c in ln.cases] for ln in s.lanes}} for s in plan], indent=1) + "\n")
@@ -174,7 +175,14 @@ class SubmititExecutor:
         submitted: dict[int, Any] = {}
         for (_, _), idx in groups.items():
             ex = self._executor(attempt / "submitit", plan[idx[0]])
-            for i, job in zip(idx, ex.map_array(run_shard, [specs[i] for i in idx])):
+            try:
+                array = ex.map_array(run_shard, [specs[i] for i in idx])
+            except Exception as exc:  # sbatch refused (partition, account, limits): say what it said
+                for job in submitted.values():
+                    job.cancel(check=False)
+                raise UserError(f"submitting the job array to {self.opts.cluster} failed: "
+                                f"{_one_line(str(exc))}") from None
+            for i, job in zip(idx, array):
                 submitted[i] = job
         self._say(f"submitted {len(plan)} shard(s) to {self.opts.cluster} as {len(groups)} job array(s) "
                   f"({', '.join(str(j.job_id) for j in submitted.values())}); lanes in {attempt}")
