@@ -81,7 +81,7 @@ def test_cli_flags_win_over_the_suite_block_and_need_the_submitit_executor():
                                                  "job_timeout_min": 30}})
     kind, opts = resolve_options(suite.model.executor, {"shards": 2, "partition": None})
     assert (kind, opts.cluster, opts.shards, opts.job_timeout_min) == ("submitit", "local", 2, 30)
-    with pytest.raises(UserError, match=r"--shards, --partition only apply to --executor submitit"):
+    with pytest.raises(UserError, match=r"--shards, --partition: used only with --executor submitit"):
         resolve_options(None, {"shards": 2, "partition": "gpu"})
 
 

@@ -42,7 +42,7 @@ def resolve_options(block: Any, cli: dict[str, Any]) -> tuple[str, ClusterOption
         setattr(opts, name, value)
     if kind != "submitit" and given:
         flags = ", ".join("--" + k.replace("_", "-") for k in given)
-        raise UserError(f"{flags} only apply to --executor submitit; add --executor submitit (or executor: "
+        raise UserError(f"{flags}: used only with --executor submitit; add --executor submitit (or executor: "
                         "{kind: submitit} in the suite)")
     if opts.cluster not in CLUSTERS:
         raise UserError(f"--cluster {opts.cluster}: choose from {', '.join(CLUSTERS)}")
