@@ -23,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from . import UserError, devices, store
 from .case import Case
+from .cluster import lost_row
 from .executor import LocalExecutor, Outcome
 from .predict import Prediction, predict, skip_reason, steps_needed
 from .resume import INFERRED, resumable_rows, seed_calibration
@@ -122,13 +123,14 @@ def unsupported_reason(case: Case) -> str | None:
         case.backend, case.device, case.torch_dtype, case.mode)
 
 
-def plan(suite: Suite, cases: list[Case], peaks: dict[str, dict[str, float]]) -> Plan:
-    """Predict every case and decide which ones are skipped, and why."""
+def plan(suite: Suite, cases: list[Case], peaks: dict[str, dict[str, float]], check_devices: bool = True) -> Plan:
+    """Predict every case and decide which ones are skipped, and why (``check_devices=False``: whether
+    a case can run is decided where it runs, e.g. on a cluster node)."""
     p = Plan(cases=cases)
     limits = suite.model.limits
     for case in cases:
         key = case.key()
-        reason = unsupported_reason(case)
+        reason = unsupported_reason(case) if check_devices else None
         if reason:
             p.skips[key] = ("unsupported", reason)
             continue
@@ -202,7 +204,11 @@ def run_suite(suite: Suite, out: Path | str = "results", device: str | None = No
 def _run_suite(suite: Suite, out: Path | str = "results", device: str | None = None, resume: Path | str | None = None,
                console: Console | None = None, executor: Any = None) -> Path:
     console = console or make_console(stderr=True)
-    devs = devices.resolve_devices(suite.model.device, device)
+    remote = bool(getattr(executor, "checks_devices_remotely", False))  # Slurm: the devices are on the nodes
+    if remote:
+        devs = executor.resolve_devices(suite.model.device, device)
+    else:
+        devs = devices.resolve_devices(suite.model.device, device)
     cases = suite.expand(devs)
     threads = suite.threads
     dtypes = sorted({c.dtype for c in cases} | {"float32"})
@@ -227,8 +233,9 @@ def _run_suite(suite: Suite, out: Path | str = "results", device: str | None = N
     say = lambda msg: console.print(msg, style="yellow", markup=False, soft_wrap=True)  # noqa: E731
     existing = resumable_rows(run_dir, say) if resume else {}
     state = RunState(run_dir, cases, existing)
+    existing = {k: r for k, r in existing.items() if not lost_row(r)}  # cases a dead job never ran: again
     todo = [c for c in cases if c.key() not in existing]
-    the_plan = plan(suite, todo, peaks)
+    the_plan = plan(suite, todo, peaks, check_devices=not remote)
     for case in todo:
         if case.key() in the_plan.skips:
             status, reason = the_plan.skips[case.key()]
@@ -238,11 +245,13 @@ def _run_suite(suite: Suite, out: Path | str = "results", device: str | None = N
     to_run = [c for c in todo if c.key() not in the_plan.skips]
 
     limits = suite.model.limits
-    runner = executor or LocalExecutor(
-        WorkerInit(threads=threads, max_memory_gb=limits.max_memory_gb, imports=worker_imports(to_run, suite.metrics),
-                   log_path=str(run_dir / "worker.log")),
-        workers=suite.model.workers, timeout_s=limits.timeout_s, jobs_per_worker=suite.model.cases_per_worker,
-    )
+    init = WorkerInit(threads=threads, max_memory_gb=limits.max_memory_gb, imports=worker_imports(to_run, suite.metrics),
+                      log_path=str(run_dir / "worker.log"))
+    if hasattr(executor, "bind"):  # an executor that needs the run (the submitit job array)
+        runner = executor.bind(init=init, run_dir=run_dir, suite=suite, console=console)
+    else:
+        runner = executor or LocalExecutor(init, workers=suite.model.workers, timeout_s=limits.timeout_s,
+                                           jobs_per_worker=suite.model.cases_per_worker)
     def options(case: Case) -> dict[str, Any]:
         """Metric options of the grid the case comes from (the top level or an ``include:`` block)."""
         return {m: (o.model_dump(mode="json") if o is not None else None) for m, o in suite.metric_options_for(case).items()}

@@ -25,7 +25,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
@@ -55,6 +55,19 @@ class Limits(BaseModel):
                                  description="skip (oom) cases predicted above this; on CPU also a hard cap")
     timeout_s: float = Field(600.0, gt=0, allow_inf_nan=False,
                              description="kill a case's worker after this many seconds (timeout)")
+
+
+class ExecutorBlock(BaseModel):
+    """``executor:``: where the cases run (``attnbench/cluster``); the same keys on the command line win."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["local", "submitit"] = Field("local", description="local worker processes, or submitit jobs")
+    cluster: Literal["slurm", "local", "debug"] = Field("slurm", description="submitit cluster")
+    shards: int = Field(1, ge=1, description="jobs of the job array")
+    partition: Optional[str] = Field(None, description="Slurm partition")
+    gpus_per_job: Optional[int] = Field(None, ge=0, description="GPUs per job; default 1 for cuda cases, else 0")
+    max_parallel: Optional[int] = Field(None, ge=1, description="jobs of the array running at once")
+    job_timeout_min: float = Field(120.0, gt=0, description="wall-clock limit of one job, minutes")
 
 
 class MechanismSpec(BaseModel):
@@ -165,6 +178,7 @@ class SuiteModel(GridKeys):
     seed: int = Field(0, ge=0, le=MAX_SEED, description="seeds torch and the task generators (0 <= seed < 2**32)")
     mechanisms: list[Union[str, MechanismSpec]]
     include: list[Any] = Field(default_factory=list)
+    executor: Optional[ExecutorBlock] = None
 
     @field_validator("workers", "cases_per_worker")
     @classmethod
@@ -291,6 +305,8 @@ class Suite:
             key = metric_registry.get(metric).options_key
             if key and opts is not None:
                 d[key] = opts.model_dump(mode="json")
+        if d.get("executor") is None:  # runs without an executor block keep their suite.yaml unchanged
+            d.pop("executor", None)
         d["include"] = [g.block.model_dump(mode="json", exclude_unset=True) for g in self.grids[1:] if g.block is not None]
         return d
 
