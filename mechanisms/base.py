@@ -298,6 +298,21 @@ class AttentionBase(nn.Module):
         """MACs of qkv + proj: 4 N C² (biases are not counted, as in the papers and fvcore)."""
         return 4 * H * W * self.dim * self.dim
 
+    @classmethod
+    def layer_options(cls, options: dict[str, Any], index: int) -> dict[str, Any]:
+        """The options of block ``index`` (0-based, within one stage) of a backbone built from this mechanism.
+
+        Why here: a mechanism's own backbone may alternate its blocks (Swin shifts the odd ones), and
+        that alternation belongs to the mechanism's contract, so a backbone or harness can stack any
+        mechanism without knowing its options. Identity by default.
+        """
+        return dict(options)
+
+    def deploy(self) -> nn.Module:
+        """The module as served for inference (identity by default; re-parameterisable mechanisms
+        return their merged form)."""
+        return self
+
     def check_size(self, H: int, W: int) -> None:
         if H < 1 or W < 1:
             raise ValueError(f"{self.mechanism_name}: map size must be >= 1x1, got {H}x{W}")

@@ -106,6 +106,20 @@ class SwinAttention(AttentionBase):
         self.relative_position_bias_table = nn.Parameter(trunc_normal_(table, std=0.02))
         self.register_buffer("relative_position_index", relative_position_index(window_size, device), persistent=False)
 
+    @classmethod
+    def layer_options(cls, options: dict[str, Any], index: int) -> dict[str, Any]:
+        """Swin's alternation: W-MSA in even blocks, SW-MSA in odd ones.
+
+        Odd blocks keep a ``shift`` that is given (0 turns the alternation off); without one they get
+        ``window_size // 2`` (the mechanism's ``shift=None``). Even blocks are never shifted.
+        """
+        opts = dict(options)
+        if index % 2 == 0:
+            opts["shift"] = 0
+        elif "shift" not in opts:
+            opts["shift"] = None
+        return opts
+
     def effective_shift(self, H: int, W: int) -> int:
         """The shift used at H x W: none when the whole map fits in one window."""
         return 0 if H <= self.window_size and W <= self.window_size else self.shift
