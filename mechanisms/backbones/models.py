@@ -189,7 +189,7 @@ class VisionTransformer(BackboneBase):
                   mlp_ratio=spec.mlp_ratio, drop_path=rates[i], cpe=spec.cpe, eps=spec.norm_eps)
             for i in range(depth)
         ))
-        self.feature_blocks = tuple(round(depth * (i + 1) / 4) - 1 for i in range(4))
+        self.feature_blocks = tuple(-(-depth * (i + 1) // 4) - 1 for i in range(4))  # 2, 5, 8, 11 for depth 12
         self.norm = nn.LayerNorm(dim, eps=spec.norm_eps)
         self.head = nn.Linear(dim, num_classes) if num_classes else nn.Identity()
         self.apply(init_weights)
@@ -221,13 +221,13 @@ class VisionTransformer(BackboneBase):
 
     def forward(self, x: Tensor) -> Tensor | list[Tensor]:
         x, Gh, Gw = self._tokens(x)
-        maps = []
+        maps: dict[int, Tensor] = {}
         for i, block in enumerate(self.blocks):
             x = block(x)
             if self.features_only and i in self.feature_blocks:
-                maps.append(self._as_map(x, Gh, Gw))
+                maps[i] = self._as_map(x, Gh, Gw)
         if self.features_only:
-            return maps
+            return [maps[i] for i in self.feature_blocks]
         x = self.norm(x)
         pooled = x[:, 0, 0] if self.cls_token is not None else x.mean(dim=(1, 2))
         return self.head(pooled)
