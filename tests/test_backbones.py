@@ -247,3 +247,17 @@ def test_describe_reports_config_sources_and_counts():
     swapped = backbones.describe("swin-t", attention="pale")
     assert swapped["name"] == "swin-t/pale" and swapped["heads"] == [4, 6, 12, 24]
 
+
+
+def test_plain_pytorch_no_harness_import():
+    """A user's training code gets the backbones from ``import mechanisms`` alone, without the harness."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, mechanisms; m = mechanisms.backbones.build('pale-t', depths=(1, 1, 1, 1), num_classes=3); "
+        "import torch; assert m(torch.randn(1, 3, 32, 32)).shape == (1, 3); "
+        "print(sorted(k for k in sys.modules if k.split('.')[0] == 'attnbench'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
