@@ -118,6 +118,25 @@ def protocol(model, x, warmup=50, iters=30, repeats=3) -> dict:
     }
 
 
+def consistency() -> list[dict]:
+    """Logits of each model on the device (fp32, TF32 off as by default) against a float64 CPU copy."""
+    rows = []
+    for name in backbones.available():
+        torch.manual_seed(0)
+        model = backbones.build(name).eval()
+        x = torch.randn(4, 3, 224, 224)
+        with torch.no_grad():
+            ref = model.double()(x.double())
+            out = model.float().to(DEVICE)(x.to(DEVICE)).double().cpu()
+        err = (out - ref).norm().item() / ref.norm().item()
+        rows.append({"model": name, "device": DEVICE, "rel_l2_vs_float64": err, "max_abs": (out - ref).abs().max().item()})
+        log(rows[-1])
+    return rows
+
+
+ONLY = [s for s in os.environ.get("CHECK_ONLY", "").split(",") if s]
+
+
 def configs():
     for name in backbones.available():
         yield name, name, None, False
@@ -132,6 +151,8 @@ def speed() -> list[dict]:
     if SMOKE:
         cases = [(64, 64, 2, torch.float32), (64, 96, 1, torch.bfloat16)]
     for label, name, attention, deploy in configs():
+        if ONLY and label not in ONLY:
+            continue
         torch.manual_seed(0)
         model = backbones.build(name, attention=attention).eval()
         if deploy:
@@ -170,14 +191,18 @@ def main() -> None:
     }
     log(env)
     (OUT / "env.json").write_text(json.dumps(env, indent=1))
-    try:
-        check = timm_check()
-    except Exception as exc:
-        check = {"error": f"{type(exc).__name__}: {exc}"}
-        log("timm check failed:", check)
-    (OUT / "timm_check.json").write_text(json.dumps(check, indent=1, default=str))
+    if os.environ.get("CHECK_TIMM", "1") == "1":
+        try:
+            check = timm_check()
+        except Exception as exc:
+            check = {"error": f"{type(exc).__name__}: {exc}"}
+            log("timm check failed:", check)
+        (OUT / "timm_check.json").write_text(json.dumps(check, indent=1, default=str))
+    if os.environ.get("CHECK_CONSISTENCY", "0") == "1":
+        (OUT / "consistency.json").write_text(json.dumps(consistency(), indent=1))
     rows = speed()
-    with open(OUT / "backbones_h200.csv", "w", newline="") as fh:
+    name = "backbones_h200" + ("_" + "_".join(re.sub(r"[^A-Za-z0-9]+", "-", o) for o in ONLY) if ONLY else "")
+    with open(OUT / f"{name}.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
         writer.writeheader()
         writer.writerows(rows)
