@@ -9,12 +9,14 @@ receptive-field maps and block-sparse backends all read the same single pattern 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Literal
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
+
+from .reference import DenseForm
 
 # (head, q_row, q_col, k_row, k_col) -> bool; all arguments are broadcastable integer tensors.
 MaskRule = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
@@ -277,6 +279,68 @@ class AttentionBase(nn.Module):
         """Analytic MACs of one forward at batch 1, by part, with the sum under ``"total"``."""
         raise NotImplementedError
 
+    # ------------------------------------------------ the contract the harness relies on (no names)
+    @classmethod
+    def unavailable_reason(cls, backend: str, device: str, dtype: torch.dtype, mode: str = "forward") -> str | None:
+        """Why ``backend`` cannot run on ``device`` in ``dtype`` and ``mode``, or None when it can.
+
+        Why on the class: the harness asks before building anything, and a row that cannot run must
+        say why in the mechanism's words (xformers on a CPU, flex training on CPU). Subclasses that
+        add a device-bound backend extend this (call ``super()`` first).
+        """
+        if backend not in cls.backends:
+            name = cls.mechanism_name or cls.__name__
+            return f"{name} has no backend {backend!r}; choose one of {list(cls.backends)}"
+        return None
+
+    def deploy(self) -> nn.Module:
+        """The module as it is served for inference. Identity unless a mechanism has a training-only
+        structure that merges away (Slide's two shift convs); ``mode: forward`` measures this form."""
+        return self
+
+    @classmethod
+    def layer_options(cls, options: dict[str, Any], index: int) -> dict[str, Any]:
+        """Options of block ``index`` (0-based) of a backbone built from one configuration.
+
+        Why here: alternation is part of a mechanism's design (Swin shifts every other block), so a
+        backbone asks the mechanism instead of knowing its option names. Default: every block alike.
+        """
+        return dict(options)
+
+    def dense_form(self, x: Tensor) -> DenseForm:
+        """Everything the float64 reference needs as dense tensors, from the positional hooks.
+
+        Override when attention is not over plain tokens (Slide: keys are per-offset conv outputs).
+        """
+        B, H, W, _ = x.shape
+        q, k, v = self.token_qkv(x)
+        return DenseForm(q=q, k=k, v=v, allowed=self.pattern(H, W).dense(x.device),
+                         logit_bias=self.logit_bias(H, W), output_add=self.output_term(q, k, v, H, W))
+
+    def attention_memory_bytes(self, batch: int, H: int, W: int, element_size: int, train: bool,
+                               device: str = "cpu") -> int:
+        """Bytes the attention of the selected backend holds beyond the token activations.
+
+        The memory predictor adds this to parameters and activations to skip cases that cannot fit,
+        so each backend states its own footprint here: ``masked`` builds dense (B, h, N, N) logits
+        and probabilities (x2 kept for backward in training), the (h, N, N) boolean mask from int64
+        coordinate broadcasts (~3·8 bytes a pair) and, with a positional bias, a float copy of it.
+        ``native`` runs fused SDPA on CPU and CUDA (O(N·d): nothing extra); on MPS, whose SDPA
+        materialises the logits, it costs B·h·N·K with K the keys per query from the attention MACs.
+        """
+        N, h = H * W, self.num_heads
+        keep = 4 if train else 2
+        if self.backend == "masked":
+            extra = batch * h * N * N * element_size * keep + N * N * (3 * 8 + h)
+            if type(self).logit_bias is not AttentionBase.logit_bias:
+                extra += h * N * N * element_size * 2
+            return extra
+        if device == "mps":
+            parts = self.flops(H, W)
+            keys_per_query = parts.get("attention", 0) / max(2 * N * self.dim, 1)
+            return int(batch * h * N * keys_per_query * element_size * keep)
+        return 0
+
     def dependency_mask(self, H: int, W: int, token: int) -> Tensor:
         """Bool (H, W): the input tokens the output at ``token`` (row-major index) depends on.
 
@@ -297,21 +361,6 @@ class AttentionBase(nn.Module):
     def linear_macs(self, H: int, W: int) -> int:
         """MACs of qkv + proj: 4 N C² (biases are not counted, as in the papers and fvcore)."""
         return 4 * H * W * self.dim * self.dim
-
-    @classmethod
-    def layer_options(cls, options: dict[str, Any], index: int) -> dict[str, Any]:
-        """The options of block ``index`` (0-based, within one stage) of a backbone built from this mechanism.
-
-        Why here: a mechanism's own backbone may alternate its blocks (Swin shifts the odd ones), and
-        that alternation belongs to the mechanism's contract, so a backbone or harness can stack any
-        mechanism without knowing its options. Identity by default.
-        """
-        return dict(options)
-
-    def deploy(self) -> nn.Module:
-        """The module as served for inference (identity by default; re-parameterisable mechanisms
-        return their merged form)."""
-        return self
 
     def check_size(self, H: int, W: int) -> None:
         if H < 1 or W < 1:

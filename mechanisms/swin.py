@@ -108,16 +108,11 @@ class SwinAttention(AttentionBase):
 
     @classmethod
     def layer_options(cls, options: dict[str, Any], index: int) -> dict[str, Any]:
-        """Swin's alternation: W-MSA in even blocks, SW-MSA in odd ones.
-
-        Odd blocks keep a ``shift`` that is given (0 turns the alternation off); without one they get
-        ``window_size // 2`` (the mechanism's ``shift=None``). Even blocks are never shifted.
-        """
+        """Swin's alternation: a shifted configuration runs plain windows (W-MSA) in even blocks and
+        the shifted ones (SW-MSA) in odd blocks; an unshifted one is the same in every block."""
         opts = dict(options)
-        if index % 2 == 0:
+        if opts.get("shift", 0) != 0 and index % 2 == 0:
             opts["shift"] = 0
-        elif "shift" not in opts:
-            opts["shift"] = None
         return opts
 
     def effective_shift(self, H: int, W: int) -> int:

@@ -108,10 +108,12 @@ def test_swin_alternation_comes_from_layer_options():
     # The same contract in another skeleton: Pale-T's depths 2-2-16-2.
     shifts = [a.shift for a in meta_model("pale-t", attention="swin").attention_modules()]
     assert shifts == [0, 3] * 11
-    # A given shift is kept on odd blocks; 0 turns the alternation off.
-    assert SwinAttention.layer_options({"window_size": 8, "shift": 0}, 1) == {"window_size": 8, "shift": 0}
-    assert SwinAttention.layer_options({"window_size": 8}, 1) == {"window_size": 8, "shift": None}
-    assert SwinAttention.layer_options({"shift": 2}, 2) == {"shift": 0}
+    # The stage options say "shifted" (shift None = window // 2); 0 turns the alternation off.
+    assert backbones.get_spec("swin-t").attention_options[0] == {"window_size": 7, "shift": None}
+    shifts = [a.shift for a in meta_model("swin-t", attention_options={"shift": 0}).attention_modules()]
+    assert shifts == [0] * 12
+    shifts = [a.shift for a in meta_model("swin-t", attention_options={"window_size": 8}).attention_modules()]
+    assert shifts == [0, 4] * 6
     assert AttentionBase.layer_options({"pale_size": 5}, 3) == {"pale_size": 5}
 
 

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from attnbench.metrics import MetricContext, metric_module
+from attnbench.cost import case_cost
+from attnbench.metrics import MetricContext, get
 from attnbench.model_case import ModelCase, fidelity
 from mechanisms import backbones
 
@@ -15,10 +16,10 @@ def _case(model="slide-swin-t", dtype="float32", mode="forward", **kw):
 
 
 def _measure(case, metric, **options):
-    mod = metric_module(metric)
-    opts = mod.Options(**options) if getattr(mod, "Options", None) else None
-    ctx = MetricContext(case=case, options=opts, device=torch.device("cpu"), dtype=case.torch_dtype)
-    return mod.measure(ctx)
+    declared = get(metric)
+    ctx = MetricContext(case=case, options=declared.make_options(options), device=torch.device("cpu"),
+                        dtype=case.torch_dtype)
+    return declared.measure(ctx)
 
 
 def test_params_metric_counts_the_model():
@@ -48,11 +49,13 @@ def test_memory_and_time_metrics_run_the_model_workload():
     params_mib = backbones.count_params(backbones.build("swin-t", depths=(1, 2, 1, 1))) * 4 / 2**20
     # Training holds weights and their gradients at least.
     assert mem["peak_memory_mib"] > 2 * params_mib and mem["memory_method"] == "cpu_profiler_allocator"
+    # The harness's memory predictor (for skip rows) stays above what the step allocates.
+    assert case_cost(case).memory_bytes > mem["peak_memory_mib"] * 2**20
     ticks = iter(range(10**6))
-    mod = metric_module("time")
-    ctx = MetricContext(case=case, options=mod.Options(min_run_time=0.01, warmup=0), device=torch.device("cpu"),
-                        dtype=torch.float32)
-    row = mod.measure(ctx, timer=lambda: float(next(ticks)))  # a fake clock: one tick per reading
+    timing = get("time")
+    ctx = MetricContext(case=case, options=timing.make_options({"min_run_time": 0.01, "warmup": 0}),
+                        device=torch.device("cpu"), dtype=torch.float32)
+    row = timing.measure(ctx, timer=lambda: float(next(ticks)))  # a fake clock: one tick per reading
     assert row["latency_ms"] == pytest.approx(1e3) and row["throughput_img_s"] == pytest.approx(2.0)
     assert row["tokens_per_s"] == pytest.approx(2 * (64 // 4) * (96 // 4))
 

@@ -82,8 +82,12 @@ class Block(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
     def macs(self, H: int, W: int) -> dict[str, int]:
-        """MACs by part: the mechanism's own total, the MLP, and the CPE when present."""
-        parts = {"attention": int(self.attn.flops(H, W)["total"]), "mlp": self.mlp.macs(H * W)}
+        """MACs by part: the mechanism's q/k/v/output projections (``attention_linear``), the rest of
+        the mechanism (``attention``: what differs between mechanisms, its own convs included), the
+        MLP, and the CPE when present."""
+        total = int(self.attn.flops(H, W)["total"])
+        linear = int(self.attn.linear_macs(H, W))
+        parts = {"attention_linear": linear, "attention": total - linear, "mlp": self.mlp.macs(H * W)}
         if self.cpe is not None:
             parts["cpe"] = self.cpe.macs(H, W)
         return parts

@@ -83,6 +83,35 @@ class BackboneBase(nn.Module):
     def attention_modules(self) -> list[nn.Module]:
         return [m.attn for m in self.modules() if isinstance(m, Block)]
 
+    def linear_macs(self, H: int, W: int) -> int:
+        """MACs of everything but the mechanisms' own work (``flops(H, W)["attention"]``), for the
+        harness's cost model, where the two parts of a layer are ``linear_macs`` and the rest."""
+        parts = self.flops(H, W)
+        return parts["total"] - parts["attention"]
+
+    def block_maps(self, H: int, W: int) -> list[tuple[Block, int, int]]:
+        """Every block with the token map it runs on for an H x W image."""
+        raise NotImplementedError  # pragma: no cover - both subclasses override
+
+    def attention_memory_bytes(self, batch: int, H: int, W: int, element_size: int, train: bool,
+                               device: str = "cpu") -> int:
+        """Predicted activation bytes of one step beyond the first block's token activations, for the
+        harness's memory predictor (``attnbench.cost``, which adds parameters and 12·B·N·C for the
+        first stage's tokens, as for one attention layer).
+
+        Conservative by design: a forward holds at most one block's intermediates at a time (the largest
+        one: its attention's own extra, 12·B·N·C of token tensors and the MLP's 2·B·N·rC); a training
+        step keeps every block's for backward, and their gradients (x2).
+        """
+        per_block = []
+        for block, h, w in self.block_maps(H, W):
+            attn = block.attn
+            extra = attn.attention_memory_bytes(batch, h, w, element_size, train, device) if hasattr(
+                attn, "attention_memory_bytes") else 0
+            tokens = batch * h * w
+            per_block.append(extra + (tokens * attn.dim * 12 + tokens * block.mlp.hidden * 2) * element_size)
+        return int(sum(per_block) * 2) if train else int(max(per_block))
+
 
 class HierarchicalBackbone(BackboneBase):
     """Four stages at strides 4, 8, 16, 32: stem -> [blocks, merge] x 3 -> blocks -> LN -> mean -> head.
@@ -133,6 +162,9 @@ class HierarchicalBackbone(BackboneBase):
             return [m.permute(0, 3, 1, 2) for m in maps]
         return self.head(self.norm(maps[-1]).mean(dim=(1, 2)))
 
+    def block_maps(self, H: int, W: int) -> list[tuple[Block, int, int]]:
+        return [(block, *size) for stage, size in zip(self.stages, self.stage_sizes(H, W)) for block in stage]
+
     def stage_sizes(self, H: int, W: int) -> list[tuple[int, int]]:
         """The token map of each stage for an H x W input."""
         sizes = [self.stem.out_size(H, W)]
@@ -141,11 +173,12 @@ class HierarchicalBackbone(BackboneBase):
         return sizes
 
     def flops(self, H: int, W: int) -> dict[str, int]:
-        """Analytic MACs of one image at H x W, by part: the mechanisms' ``flops()`` totals summed over
-        blocks (``attention``: qkv, proj, attention and the mechanism's own convs), MLPs, CPE, stem, merging
-        and head. Norms, GELU, softmax and bias adds are not counted (the papers' convention)."""
+        """Analytic MACs of one image at H x W, by part: the mechanisms' ``flops()`` summed over blocks
+        (``attention_linear``: their qkv and output projections; ``attention``: the rest, their own convs
+        included), MLPs, CPE, stem, merging and head. Norms, GELU, softmax and bias adds are not counted
+        (the papers' convention)."""
         sizes = self.stage_sizes(H, W)
-        parts = {"stem": self.stem.macs(H, W), "attention": 0, "mlp": 0, "merge": 0}
+        parts = {"stem": self.stem.macs(H, W), "attention_linear": 0, "attention": 0, "mlp": 0, "merge": 0}
         for s, stage in enumerate(self.stages):
             if s:
                 parts["merge"] += self.merges[s - 1].macs(*sizes[s - 1])
@@ -232,6 +265,9 @@ class VisionTransformer(BackboneBase):
         pooled = x[:, 0, 0] if self.cls_token is not None else x.mean(dim=(1, 2))
         return self.head(pooled)
 
+    def block_maps(self, H: int, W: int) -> list[tuple[Block, int, int]]:
+        return [(block, *self.token_map(H, W)) for block in self.blocks]
+
     def token_map(self, H: int, W: int) -> tuple[int, int]:
         """The (rows, cols) map the mechanism sees for an H x W input."""
         Gh, Gw = self.stem.out_size(H, W)
@@ -240,7 +276,7 @@ class VisionTransformer(BackboneBase):
     def flops(self, H: int, W: int) -> dict[str, int]:
         """Analytic MACs of one image at H x W: patchify, blocks (mechanism ``flops()`` + MLP), head."""
         Th, Tw = self.token_map(H, W)
-        parts = {"stem": self.stem.macs(H, W), "attention": 0, "mlp": 0}
+        parts = {"stem": self.stem.macs(H, W), "attention_linear": 0, "attention": 0, "mlp": 0}
         blocks = self.blocks[: self.feature_blocks[-1] + 1] if self.features_only else self.blocks
         for block in blocks:
             for key, value in block.macs(Th, Tw).items():

@@ -51,10 +51,12 @@ def _per_stage(value: Any, stages: int = 4) -> tuple[dict[str, Any], ...]:
 
 
 # Per-stage defaults of each mechanism's options when it is put into a skeleton: the values of the
-# mechanism's own tiny model (Swin-T window 7; CSWin-T stripes 1-2-7-whole map; Pale-T pale 7;
-# Slide-Swin-T kernel 3). A mechanism not listed here gets its constructor defaults.
+# mechanism's own tiny model (Swin-T window 7, shifted by 7 // 2 in odd blocks; CSWin-T stripes
+# 1-2-7-whole map; Pale-T pale 7; Slide-Swin-T kernel 3). A mechanism not listed here gets its
+# constructor defaults. Swin's ``shift: None`` (= window_size // 2) is what makes its
+# ``layer_options`` alternate plain and shifted windows.
 STAGE_DEFAULTS: dict[str, tuple[dict[str, Any], ...]] = {
-    "swin": _per_stage({"window_size": 7}),
+    "swin": _per_stage({"window_size": 7, "shift": None}),
     "cswin": ({"split_size": 1}, {"split_size": 2}, {"split_size": 7}, {"split_size": WHOLE_MAP}),
     "pale": _per_stage({"pale_size": 7}),
     "slide": _per_stage({"kernel_size": 3}),
@@ -113,7 +115,7 @@ _add(ModelSpec(
     depths=(2, 2, 6, 2),
     heads=(3, 6, 12, 24),
     attention=("swin",) * 4,
-    attention_options=_per_stage({"window_size": 7}),
+    attention_options=_per_stage({"window_size": 7, "shift": None}),
     stem="patch",
     merge="patch-merging",
     patch_size=4,
@@ -182,7 +184,8 @@ _add(ModelSpec(
     depths=(2, 2, 6, 2),
     heads=(3, 6, 12, 24),
     attention=("slide", "slide", "swin", "swin"),
-    attention_options=({"kernel_size": 3}, {"kernel_size": 3}, {"window_size": 14}, {"window_size": 7}),
+    attention_options=({"kernel_size": 3}, {"kernel_size": 3}, {"window_size": 14, "shift": None},
+                       {"window_size": 7, "shift": None}),
     stem="patch",
     merge="patch-merging",
     patch_size=4,
