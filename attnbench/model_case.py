@@ -8,8 +8,9 @@ on the same workload definition. Resolutions are in pixels. Fidelity is the one 
 definition differs (a model has no single attention pattern to hold a reference to): ``fidelity()``
 here compares the logits with those of a float64 copy.
 
-Not yet wired into suites (``models:``) and the runner: that lands on top of the harness refactor
-(issue 10), which reshapes Case, Suite.expand and the results schema.
+Not yet wired into suites (``models:``), the worker's case decoding and the report: the metrics and
+``attnbench.cost`` already price and measure a ModelCase (the backbones implement ``flops``,
+``linear_macs`` and ``attention_memory_bytes`` like a mechanism).
 """
 from __future__ import annotations
 
