@@ -17,12 +17,12 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
 
-from .case import DTYPES, Mode
+from .case import DTYPES, Case, Mode, freeze_options
 
 
 @dataclass(frozen=True)
@@ -41,18 +41,31 @@ class ModelCase:
     overrides: tuple[tuple[str, Any], ...] = field(default=())  # build(**overrides), sorted pairs
     seed: int = 0
     task: None = None
+    # The metric options of the grid that produced this case (as Case.metric_options).
+    metric_options: dict[str, Any] | None = field(default=None, compare=False, hash=False, repr=False)
 
     # ------------------------------------------------------------------ what metrics read from a case
     @property
     def spec(self):
         from mechanisms import backbones
 
-        return backbones.resolve_spec(self.model, attention=self.attention, **dict(self.overrides))
+        return backbones.resolve_spec(self.model, attention=self.attention, **self.build_overrides())
+
+    def build_overrides(self) -> dict[str, Any]:
+        """``build()`` keywords from the frozen overrides (``attention_options`` back to dicts)."""
+        out = dict(self.overrides)
+        if "attention_options" in out:
+            out["attention_options"] = _thaw_options(out["attention_options"])
+        return out
 
     @property
     def mechanism(self) -> str:
-        names = list(dict.fromkeys(self.spec.attention))
-        return "+".join(names)
+        return "+".join(self.mechanism_names())
+
+    def mechanism_names(self) -> list[str]:
+        """The registered mechanisms the model is built from (plugins a worker must import, backends
+        whose availability decides whether the case can run)."""
+        return list(dict.fromkeys(self.spec.attention))
 
     @property
     def options(self) -> tuple[tuple[str, Any], ...]:
@@ -87,7 +100,7 @@ class ModelCase:
         torch.manual_seed(self.seed)
         device = device or self.device
         with torch.device(device if str(device) == "meta" else "cpu"):
-            model = backbones.build(self.model, attention=self.attention, **dict(self.overrides))
+            model = backbones.build(self.model, attention=self.attention, **self.build_overrides())
         return model.to(device=device, dtype=dtype or self.torch_dtype)
 
     def make_input(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None,
@@ -113,15 +126,43 @@ class ModelCase:
         return f"{self.label} {self.height}x{self.width}px b{self.batch_size} {self.dtype} {self.device} {self.mode}"
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["overrides"] = [list(p) for p in self.overrides]
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "metric_options"}
+        d["overrides"] = [[k, list(v) if isinstance(v, tuple) else v] for k, v in self.overrides]
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelCase":
         d = dict(d)
-        d["overrides"] = tuple((k, v) for k, v in d.get("overrides", ()))
+        d["overrides"] = freeze_options(dict(d.get("overrides", ())))
+        if isinstance(d.get("attention"), list):
+            d["attention"] = tuple(d["attention"])
         return cls(**d)
+
+
+def _thaw_options(value: Any) -> Any:
+    """A frozen options dict (pairs) or per-stage tuple of them, back to a dict or a list of dicts."""
+    def is_pairs(v: Any) -> bool:
+        return isinstance(v, tuple) and all(isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) for p in v)
+
+    if isinstance(value, dict):
+        return value
+    if is_pairs(value):
+        return dict(value)
+    return [dict(v) if is_pairs(v) else v for v in value]
+
+
+# Metrics that apply to a whole model (the others train or probe one attention layer).
+MODEL_METRICS = ("params", "flops", "memory", "time", "fidelity")
+
+
+def case_from_dict(d: dict[str, Any]) -> Case | ModelCase:
+    """A case sent to a worker, back as the type it was: a backbone case names its ``model``."""
+    return ModelCase.from_dict(d) if "model" in d else Case.from_dict(d)
+
+
+def mechanism_names(case: Case | ModelCase) -> list[str]:
+    """Registered mechanisms a case builds: one for a layer case, every stage's for a model."""
+    return case.mechanism_names() if isinstance(case, ModelCase) else [case.mechanism]
 
 
 def fidelity(case: ModelCase, device: torch.device | str = "cpu") -> dict[str, Any]:
