@@ -25,6 +25,13 @@ def _fmt(value: Any, spec: str) -> str:
     return "–" if value is None or pd.isna(value) else format(value, spec)
 
 
+def _num(value: Any) -> str:
+    """Three significant digits without exponents (3530, 26.1, 0.417)."""
+    if value is None or pd.isna(value):
+        return "–"
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
 def papers_rows(rows: pd.DataFrame) -> list[dict[str, Any]]:
     """One entry per model label: params and MACs at 224² (batch 1 per image) against the paper and
     issue 13's counted targets, where the model has them."""
@@ -75,7 +82,7 @@ def section(results: pd.DataFrame, root: Path, with_plots: bool = True) -> str |
         for (device, dtype, mode), frame in ok.groupby(["device", "dtype", "mode"], sort=False):
             md += [f"### {device} · {dtype} · {mode}: img/s, latency ms, peak MiB", ""]
             cells = frame.assign(cell=[
-                f"{_fmt(r.get('throughput_img_s'), '.3g')} · {_fmt(r.get(LATENCY_MS), '.3g')} · {_fmt(r.get(PEAK_MEMORY_MIB), '.0f')}"
+                f"{_num(r.get('throughput_img_s'))} · {_num(r.get(LATENCY_MS))} · {_fmt(r.get(PEAK_MEMORY_MIB), '.0f')}"
                 for _, r in frame.iterrows()])
             table = cells.pivot_table(index="label", columns="size", values="cell", aggfunc="first", sort=False)
             md += [table.fillna("–").to_markdown(), ""]
