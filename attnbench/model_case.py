@@ -151,6 +151,23 @@ def _thaw_options(value: Any) -> Any:
     return [dict(v) if is_pairs(v) else v for v in value]
 
 
+def model_case_from_row(row: dict[str, str]) -> ModelCase:
+    """The ModelCase of a stored results row (the reference-MACs check rebuilds cases from rows).
+
+    A row names the model and the mechanisms it ran (``mechanism``: the stages' mechanisms joined by
+    '+'); the swap is recovered as "none" when those are the model's own, else that mechanism. A
+    per-stage mix of swapped mechanisms is not recoverable from a row (its key will not match).
+    """
+    from mechanisms import backbones
+
+    native = "+".join(dict.fromkeys(backbones.get_spec(row["model"]).attention))
+    mechanism = row["mechanism"]
+    attention = None if mechanism == native else (mechanism if "+" not in mechanism else tuple(mechanism.split("+")))
+    return ModelCase(model=row["model"], label=row["label"], height=int(row["height"]), width=int(row["width"]),
+                     batch_size=int(row["batch_size"]), dtype=row["dtype"], device=row["device"], mode=row["mode"],
+                     attention=attention, overrides=freeze_options(json.loads(row["options"] or "{}")))
+
+
 # Metrics that apply to a whole model (the others train or probe one attention layer).
 MODEL_METRICS = ("params", "flops", "memory", "time", "fidelity")
 
