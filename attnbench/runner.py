@@ -25,6 +25,7 @@ from . import UserError, devices, store
 from .case import Case
 from .cluster import lost_row
 from .executor import LocalExecutor, Outcome
+from .model_case import mechanism_names
 from .predict import Prediction, predict, skip_reason, steps_needed
 from .resume import INFERRED, resumable_rows, seed_calibration
 from .results_schema import SAMPLE_SERIES
@@ -110,7 +111,7 @@ def worker_imports(cases: list[Case], metrics: list[str]) -> tuple[str, ...]:
 
     from . import metrics as metric_registry
 
-    mods = {mechanisms.get(c.mechanism).__module__ for c in cases}
+    mods = {mechanisms.get(name).__module__ for c in cases for name in mechanism_names(c)}
     mods |= {metric_registry.get(m).module for m in metrics if m not in metric_registry.BUILTIN}
     return tuple(sorted(m for m in mods if not m.startswith(("mechanisms.", "attnbench.")) and m != "__main__"))
 
@@ -119,8 +120,10 @@ def unsupported_reason(case: Case) -> str | None:
     """Why the case cannot run here: the device is absent, or the mechanism says its backend cannot."""
     import mechanisms
 
-    return devices.unavailable_reason(case.device) or mechanisms.get(case.mechanism).unavailable_reason(
-        case.backend, case.device, case.torch_dtype, case.mode)
+    reason = devices.unavailable_reason(case.device)
+    for name in mechanism_names(case):
+        reason = reason or mechanisms.get(name).unavailable_reason(case.backend, case.device, case.torch_dtype, case.mode)
+    return reason
 
 
 def plan(suite: Suite, cases: list[Case], peaks: dict[str, dict[str, float]], check_devices: bool = True) -> Plan:

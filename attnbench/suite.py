@@ -15,6 +15,9 @@ with a larger backbone and its own same-cost mechanism options) while every row 
 results table and one report. A block may set the grid keys, ``mechanisms`` and per-case metric
 option blocks (merged key by key over the top level's); run-level settings (metrics, limits,
 workers, timing, memory) stay at the top, so one run measures everything the same way.
+
+``models:`` names whole backbones (``mechanisms.backbones``) as ``mechanisms:`` names layers; their
+resolutions are in pixels and ``dim``, ``num_heads`` and ``tasks`` do not apply (``suite_models``).
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from . import UserError
 from . import metrics as metric_registry
 from .case import Case, freeze_options
+from .suite_models import ModelEntry, ModelSpec, model_cases, validate_models
 
 DEFAULT_METRICS = ["flops", "params", "memory", "time"]
 # Seeds are offset (seed * 1000 + i, seed + 1) before torch.manual_seed, which takes < 2**64.
@@ -95,6 +99,7 @@ class GridKeys(BaseModel):
     resolutions: Union[int, list[Union[int, list[int]]]] = Field(default_factory=lambda: [56])
     tasks: Union[str, None, list[Union[str, None]]] = Field(default_factory=lambda: [None])
     mechanisms: list[Union[str, MechanismSpec]] = Field(default_factory=list)
+    models: list[Union[str, ModelSpec]] = Field(default_factory=list)
 
     @field_validator("batch_size", "dim", "num_heads")
     @classmethod
@@ -176,7 +181,7 @@ class SuiteModel(GridKeys):
     workers: int = 1
     cases_per_worker: int = 1
     seed: int = Field(0, ge=0, le=MAX_SEED, description="seeds torch and the task generators (0 <= seed < 2**32)")
-    mechanisms: list[Union[str, MechanismSpec]]
+    mechanisms: list[Union[str, MechanismSpec]] = Field(default_factory=list)
     include: list[Any] = Field(default_factory=list)
     executor: Optional[ExecutorBlock] = None
 
@@ -239,6 +244,7 @@ class Grid:
     metric_options: dict[str, Any]  # metric name -> validated Options instance (None without options)
     where: str = "the top level"
     block: IncludeBlock | None = None  # the include block as written (None for the top level)
+    models: tuple[ModelEntry, ...] = ()
 
     def cases(self, devices: list[str] | None, seed: int) -> list[Case]:
         m = self.keys
@@ -253,7 +259,7 @@ class Grid:
                  num_heads=heads, dtype=dtype, device=device, mode=mode, task=task, seed=seed,
                  metric_options=self.metric_options)
             for device, dtype, mode, batch, dim, heads, task, (h, w) in grid for e in self.entries
-        ])
+        ] + model_cases(self.models, m, devs, seed, self.metric_options))
 
 
 @dataclass
@@ -440,16 +446,18 @@ def validate_suite(data: dict[str, Any], source: str = "<suite>", path: Path | N
 
     model_cls, block_cls = _models()
     for required in ("name", "mechanisms"):
-        if required not in data:
-            raise fail(required, "missing (every suite needs 'name' and 'mechanisms')")
+        if required not in data and not (required == "mechanisms" and "models" in data):
+            raise fail(required, "missing (every suite needs 'name' and 'mechanisms' or 'models')")
     try:
         model = model_cls.model_validate(data)
     except ValidationError as exc:
         key, reason = _first_error(exc, {"limits": list(Limits.model_fields), "": list(model_cls.model_fields)})
         raise fail(key, reason) from None
     raw_blocks = {m.options_key: getattr(model, m.options_key) for m in metric_registry.all_metrics() if m.options_key}
-    top = Grid(keys=model, entries=_validate_mechanisms(model, fail),
-               metric_options=_validate_metric_options(model.metrics, raw_blocks, fail))
+    entries = _validate_mechanisms(model, fail)
+    top = Grid(keys=model, entries=entries,
+               metric_options=_validate_metric_options(model.metrics, raw_blocks, fail),
+               models=validate_models(model, model.metrics, {e.label for e in entries}, fail))
     _validate_exclusive(model, fail)
     grids = [top]
     seen = {c.key(): top.where for c in top.cases(None, model.seed)}
@@ -492,7 +500,8 @@ def _validate_include(i: int, raw: Any, top: Grid, raw_blocks: dict[str, Any], b
         blocks[key] = {**(raw_blocks.get(key) or {}), **(getattr(block, key) or {})}
     metric_options = _validate_metric_options(top.keys.metrics, blocks, fail)
     entries = _validate_mechanisms(keys, fail)  # inherited entries too: they must build at this grid's sizes
-    return Grid(keys=keys, entries=entries, metric_options=metric_options, where=where, block=block)
+    models = validate_models(keys, top.keys.metrics, {e.label for e in entries}, fail)
+    return Grid(keys=keys, entries=entries, metric_options=metric_options, where=where, block=block, models=models)
 
 
 def _validate_metric_options(metrics: list[str], blocks: dict[str, Any], fail) -> dict[str, Any]:

@@ -124,10 +124,10 @@ def run_job(job: Job, threads: int) -> dict[str, Any]:
     import torch
 
     from . import metrics as metric_registry
-    from .case import Case
     from .metrics import MetricContext
+    from .model_case import case_from_dict
 
-    case = Case.from_dict(job.case)
+    case = case_from_dict(job.case)
     columns: dict[str, Any] = {}
     samples: dict[str, list[float]] = {}
     status, error = "ok", None

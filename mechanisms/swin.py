@@ -156,7 +156,7 @@ class SwinAttention(AttentionBase):
             mask = mask.masked_fill(~allowed[:, None], float("-inf"))
         mask = mask.reshape(nW * heads, M * M, M * M)
         out = attend(q, k, v, mask, scale=self.scale, dropout_p=self._dropout_p())  # B, nW*heads, M², d
-        out = out.view(B * nW, heads, M * M, d).transpose(1, 2).reshape(B * nW, M * M, C)
+        out = out.reshape(B * nW, heads, M * M, d).transpose(1, 2).reshape(B * nW, M * M, C)
         out = window_reverse(out, M, M, Hp, Wp)  # B, Hp, Wp, C
         if s:
             out = torch.roll(out, shifts=(s, s), dims=(1, 2))

@@ -44,6 +44,10 @@ def reference_rows(path: Path = REFERENCE) -> list[dict[str, str]]:
 
 
 def case_from_row(row: dict[str, str]) -> Case:
+    if row.get("model"):  # a whole backbone (models: in a suite)
+        from attnbench.model_case import model_case_from_row
+
+        return model_case_from_row(row)
     return Case(mechanism=row["mechanism"], label=row["label"], options=tuple(sorted(json.loads(row["options"] or "{}").items())),
                 height=int(row["height"]), width=int(row["width"]), batch_size=int(row["batch_size"]),
                 dim=int(row["dim"]), num_heads=int(row["num_heads"]), dtype=row["dtype"], device=row["device"],
