@@ -4,7 +4,7 @@ Why validate up front: a sweep can run for an hour; a typo found at case 57 wast
 type, range, mechanism, option and metric option is checked here, and the first problem becomes a
 one-line ``UserError`` naming the file, the key and the reason (with a close match when there is one).
 
-Grid: every list-valued key among ``device, dtype, mode, batch_size, dim, num_heads, resolutions,
+Grid: every list-valued key among ``device, dtype, mode, form, batch_size, dim, num_heads, resolutions,
 tasks`` is swept (cartesian product) for every entry of ``mechanisms``. Mechanism options are not
 swept (a list there is a value, e.g. ``pale_size: [7, 5]``); write one entry per configuration.
 
@@ -39,6 +39,7 @@ DEFAULT_METRICS = ["flops", "params", "memory", "time"]
 DtypeName = Literal["float64", "float32", "bfloat16", "float16"]
 DeviceName = Literal["auto", "cpu", "cuda", "mps"]
 ModeName = Literal["forward", "train"]
+FormName = Literal["auto", "deploy", "train"]
 PositiveInt = int  # checked by validators below; pydantic's strict ints reject bools for us
 
 
@@ -75,6 +76,8 @@ class SuiteModel(BaseModel):
     device: Union[DeviceName, list[DeviceName]] = "auto"
     dtype: Union[DtypeName, list[DtypeName]] = "float32"
     mode: Union[ModeName, list[ModeName]] = "forward"
+    # auto: the deploy form in forward mode, the training form in train mode (attnbench.case.default_form)
+    form: Union[FormName, list[FormName]] = "auto"
     batch_size: Union[int, list[int]] = 1
     dim: Union[int, list[int]] = 64
     num_heads: Union[int, list[int]] = 2
@@ -105,7 +108,7 @@ class SuiteModel(BaseModel):
             raise ValueError(f"must be >= 1, got {v}")
         return v
 
-    @field_validator("device", "dtype", "mode", "tasks")
+    @field_validator("device", "dtype", "mode", "form", "tasks")
     @classmethod
     def _non_empty(cls, v: Any) -> Any:
         if isinstance(v, list) and not v:
@@ -217,14 +220,15 @@ class Suite:
         sizes = [tuple(r) if isinstance(r, list) else (r, r) for r in _as_list(m.resolutions)]
         cases: list[Case] = []
         grid = itertools.product(
-            devs, _as_list(m.dtype), _as_list(m.mode), _as_list(m.batch_size), _as_list(m.dim),
+            devs, _as_list(m.dtype), _as_list(m.mode), _as_list(m.form), _as_list(m.batch_size), _as_list(m.dim),
             _as_list(m.num_heads), _as_list(m.tasks), sizes,
         )
-        for device, dtype, mode, batch, dim, heads, task, (h, w) in grid:
+        for device, dtype, mode, form, batch, dim, heads, task, (h, w) in grid:
             for e in self.entries:
                 cases.append(Case(
                     mechanism=e.name, label=e.label, options=e.options, height=h, width=w, batch_size=batch,
                     dim=dim, num_heads=heads, dtype=dtype, device=device, mode=mode, task=task, seed=m.seed,
+                    form=None if form == "auto" else form,
                 ))
         return _dedupe(cases)
 
@@ -360,6 +364,9 @@ def validate_suite(data: dict[str, Any], source: str = "<suite>", path: Path | N
         key, reason = _first_error(exc, {"limits": list(Limits.model_fields), "": list(SuiteModel.model_fields)})
         raise fail(key, reason) from None
 
+    if "deploy" in _as_list(model.form) and "train" in _as_list(model.mode):
+        raise fail("form", "'deploy' is the inference form and mode 'train' measures the training form; "
+                           "use form: auto (deploy for forward, train for train) or a separate include block")
     metric_options = _validate_metric_options(model, blocks, option_keys, fail)
     entries = _validate_mechanisms(model, fail)
     _validate_exclusive(model, fail)
@@ -368,7 +375,7 @@ def validate_suite(data: dict[str, Any], source: str = "<suite>", path: Path | N
     return suite
 
 
-GRID_KEYS = ("device", "dtype", "mode", "batch_size", "dim", "num_heads", "resolutions", "tasks")
+GRID_KEYS = ("device", "dtype", "mode", "form", "batch_size", "dim", "num_heads", "resolutions", "tasks")
 RUN_LEVEL_OPTION_KEYS = ("timing", "memory")  # one run measures every case the same way
 
 

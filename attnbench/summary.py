@@ -73,7 +73,7 @@ def print_summary(results: pd.DataFrame, console: Console, title: str = "results
     """One line per case with the headline numbers, then counts by status and flagged MAC mismatches."""
     table = Table(title=title)
     cols = [("label", "label", None), ("size", None, None), ("dtype", "dtype", None), ("mode", "mode", None),
-            ("status", "status", None), ("GMACs", "macs", ".3g"), ("params", "params", ".0f"),
+            ("form", "form", None), ("status", "status", None), ("GMACs", "macs", ".3g"), ("params", "params", ".0f"),
             ("peak MiB", "peak_memory_mib", ".1f"), ("ms", "latency_ms", ".3g"), ("±IQR", "latency_iqr_ms", ".2g"),
             ("img/s", "throughput_img_s", ".3g"), ("GFLOP/s", "achieved_gflops", ".3g"), ("eff", "efficiency", ".0%")]
     cols += [("task", "task", None), ("fidelity", "fid_pass", None), ("layers to full", "rf_layers_to_full", ".0f"),

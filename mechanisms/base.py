@@ -302,6 +302,14 @@ class AttentionBase(nn.Module):
         if H < 1 or W < 1:
             raise ValueError(f"{self.mechanism_name}: map size must be >= 1x1, got {H}x{W}")
 
+    def deploy(self) -> nn.Module:
+        """The module as served for inference (``mode: forward`` measures this form).
+
+        The identity for mechanisms whose training and inference computations are the same; a mechanism
+        with a structural re-parameterisation (Slide's merged shift conv) returns its merged form.
+        """
+        return self
+
     def extra_repr(self) -> str:
         return f"dim={self.dim}, num_heads={self.num_heads}, backend={self.backend!r}"
 

@@ -14,6 +14,7 @@ attends "virtual" keys whose value is just the conv bias.
 """
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -193,6 +194,12 @@ class SlideAttention(AttentionBase):
         self.shift_learned = None
         self.reparameterized = True
         return self
+
+    def deploy(self) -> "SlideAttention":
+        """The served form: a copy with the two shift convs merged into one (this module is unchanged)."""
+        if self.reparameterized:
+            return self
+        return copy.deepcopy(self).reparameterize()
 
     def shift_weight_bias(self) -> tuple[Tensor, Tensor]:
         """Effective shift as (d, k², k²) mixing weights [channel, output offset, input offset] and (d, k²) bias."""

@@ -7,6 +7,7 @@ change to a mechanism's formula, its parameters or the case identity shows up he
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -46,19 +47,24 @@ def case_from_row(row: pd.Series) -> Case:
     return Case(mechanism=str(row["mechanism"]), label=str(row["label"]), options=tuple(sorted(options.items())),
                 height=int(row["height"]), width=int(row["width"]), batch_size=int(row["batch_size"]),
                 dim=int(row["dim"]), num_heads=int(row["num_heads"]), dtype=str(row["dtype"]),
-                device=str(row["device"]), mode=str(row["mode"]), task=value("task"))
+                device=str(row["device"]), mode=str(row["mode"]), task=value("task"), form=value("form"))
 
 
 def differences(run_dir: Path) -> tuple[int, list[str]]:
     """(ok rows checked, one line per difference between the stored run and today's code)."""
     res = load_run(run_dir).results
     ok = res[res["status"].astype(str) == "ok"]
+    # Runs from before the form column measured every mode in the training form (no deploy() yet);
+    # their case keys are those of today's default-form cases.
+    legacy = "form" not in res.columns
     lines: list[str] = []
     for _, row in ok.iterrows():
         case = case_from_row(row)
         name = f"{row['case_key']} ({case.describe()})"
         if case.key() != str(row["case_key"]):
             lines.append(f"{name}: case_key stored {row['case_key']} now {case.key()}")
+        if legacy:
+            case = dataclasses.replace(case, form="train")
         ctx = MetricContext(case=case, options=None, device=torch.device("meta"), dtype=case.torch_dtype)
         try:
             now = {"macs": analytic_macs(ctx)["total"], **params.measure(ctx)}

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator
 import pandas as pd
 
 # Identifying columns besides (device, dtype, mode) that split a run into separate tables when they vary.
-SPLIT_COLUMNS = ("batch_size", "dim", "num_heads", "task")
+SPLIT_COLUMNS = ("form", "batch_size", "dim", "num_heads", "task")
 NOT_MEASURED = "n/a"
 
 
