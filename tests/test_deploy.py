@@ -116,3 +116,13 @@ def test_suite_refuses_the_deploy_form_in_train_mode():
     with pytest.raises(UserError, match=r"key 'form': 'sometimes' is not allowed"):
         _suite(form="sometimes")
 
+
+
+@pytest.mark.parametrize("form", ["deploy", "train"])
+def test_counted_macs_of_slide_follow_the_form(form):
+    """fvcore and FlopCounterMode count what the kernel runs: one conv matrix deployed, two in training."""
+    from attnbench.metrics import flops
+
+    case = _case(form=form, height=13, width=17)
+    row = flops.measure(MetricContext(case=case, options=flops.Options(), device=torch.device("cpu"), dtype=torch.float32))
+    assert row["macs_fvcore"] == row["macs_flop_counter"] == row["macs"], row
