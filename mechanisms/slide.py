@@ -21,11 +21,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.checkpoint import checkpoint
 
 from .base import AttentionBase, AttentionPattern, attend, is_int, total, trunc_normal_
 from .reference import DenseForm
 from .registry import register
+from .slide_kernel import Geometry, slide_attention
 
 
 def window_rule(radius: int):
@@ -58,67 +58,6 @@ def shift_matrices(H: int, W: int, kernel_size: int, **dd: Any) -> Tensor:
         dr, dc = i // kernel_size - r, i % kernel_size - r
         mats.append((row[None, :] == row[:, None] + dr) & (col[None, :] == col[:, None] + dc))
     return torch.stack(mats).to(dd.get("dtype") or torch.get_default_dtype())
-
-
-# Elements of one row block's unfolded keys (B·C·k²·rows·W): about 4 MiB in fp32, cache-sized, and
-# small next to the map itself at every size we benchmark.
-_ROW_BLOCK_ELEMENTS = 1 << 20
-
-
-def _slide_rows(q: Tensor, keys: Tensor, values: Tensor, width: int, weight_k: Tensor, weight_v: Tensor,
-                key_bias: Tensor, value_bias: Tensor, scale: float, branches: int, ks: int, dropout_p: float) -> Tensor:
-    """Slide attention for one block of rows (see ``SlideAttention._forward_native``).
-
-    Maps are flattened row-major with r zero rows (plus r zeros) before and after, so the shift by
-    offset (dy, dx) is the contiguous slice starting at dy·W + dx. A horizontal shift then wraps into
-    the next row at the left/right border; those reads must be the conv's zero padding, so queries
-    (for keys) and the value mix are zeroed at the wrapped columns.
-    q: (B, h, d, n) for the block's n = rows·W queries; keys, values: (B, h, d, n + 2r·W + 2r), the block
-    with its halo; weight_k: (branches·k², d·k²); weight_v: its transpose per branch, (d·k², branches·k²);
-    key_bias: (h, k², d), already scaled; value_bias: (d, k²). Returns (B, h, d, n). The GEMMs are bmm
-    with the batch of B·h explicit, so counters (fvcore, FlopCounterMode) see every MAC.
-    """
-    B, h, d, n = q.shape
-    k2, bh, r, rows = ks * ks, B * h, ks // 2, n // width
-    starts = [(j // ks) * width + j % ks for j in range(k2)]
-    col = torch.arange(width, device=q.device)
-    # keep[b][x]: column x reads a real column under horizontal offset b - r (else the zero padding).
-    keep = [((col + b - r >= 0) & (col + b - r < width)).to(q.dtype) for b in range(ks)]
-    q_by_dx = [q if b == r else (q.view(B, h, d, rows, width) * keep[b]).view(B, h, d, n) for b in range(ks)]
-    fast = not torch.is_grad_enabled()  # inference: write into buffers, no temporaries per offset
-    # u[c·k² + j] = q_c · k_c(n + δ_j): the products the conv's output offsets are sums of.
-    if fast:
-        u = q.new_empty(B, h, d, k2, n)
-        for j, s in enumerate(starts):
-            torch.mul(keys[..., s : s + n], q_by_dx[j % ks], out=u[:, :, :, j])
-    else:
-        u = torch.stack([keys[..., s : s + n] * q_by_dx[j % ks] for j, s in enumerate(starts)], 3)
-    logits = torch.bmm(weight_k.expand(bh, -1, -1), u.view(bh, d * k2, n))  # B·h, branches·k², n
-    if branches > 1:
-        logits = logits.view(bh, branches, k2, n).sum(1)
-    logits = logits * scale + torch.bmm(key_bias.expand(B, -1, -1, -1).reshape(bh, k2, d), q.reshape(bh, d, n))
-    attn = logits.softmax(dim=1)  # over the k² offsets
-    if dropout_p:
-        attn = F.dropout(attn, p=dropout_p)
-    mix = torch.bmm(weight_v.expand(bh, -1, -1), attn.repeat(1, branches, 1) if branches > 1 else attn)
-    # mix[c, j] = Σ_i a_i W[c, i, j]: the conv transposed onto the values, zero where offset j wraps.
-    grid = mix.view(B, h, d, ks, ks, rows, width)
-    if fast:
-        for b in range(ks):
-            if b < r:
-                grid[:, :, :, :, b, :, : r - b] = 0
-            elif b > r:
-                grid[:, :, :, :, b, :, width - (b - r) :] = 0
-    else:
-        grid = grid * torch.stack(keep).view(1, ks, 1, width)
-    mix = grid.reshape(B, h, d, k2, n)
-    out = torch.bmm(value_bias.expand(bh, -1, -1), attn).view(B, h, d, n)
-    for j, s in enumerate(starts):
-        if fast:
-            out.addcmul_(mix[:, :, :, j], values[..., s : s + n])
-        else:
-            out = out + mix[:, :, :, j] * values[..., s : s + n]
-    return out
 
 
 @register("slide")
@@ -248,44 +187,37 @@ class SlideAttention(AttentionBase):
         convs = [self.shift] if self.shift is not None else [c for c in (self.shift_fixed, self.shift_learned) if c is not None]
         return [c.weight.view(d, k2, k2).transpose(0, 1).reshape(k2, d * k2) for c in convs]
 
-    def _forward_native(self, x: Tensor) -> Tensor:
-        """Slide without materialising the k² shifted copies of K and V for the whole map.
+    def forward(self, x: Tensor) -> Tensor:
+        """The native backend runs channels-first from the qkv projection to the output projection (see
+        ``_forward_native``); the other backends, and bad input, take the common path."""
+        if self.backend != "native" or x.dim() != 4 or x.shape[-1] != self.dim:
+            return super().forward(x)
+        return self.proj_drop(self._forward_native(x))
 
-        The depthwise shift conv is linear, so q·(conv_i k) = Σ_(c,j) W[c,i,j] · q_c k_c(n+δ_j): per
-        row block, unfold the zero-padded keys (c·k² + j order), multiply by q channel-wise, and one GEMM
-        with the (k², d·k²) conv matrix gives all k² logits (the conv's k⁴NC MACs, as a matmul instead
-        of a depthwise conv, which runs at a few % of the matmul peak on CPUs). Values run the same conv
-        transposed: Σ_i a_i (conv_i v)_c = Σ_j (Σ_i a_i W[c,i,j]) v_c(n+δ_j), a GEMM of the weights with
-        the attention, then a channel-wise multiply-and-sum with the unfolded values. Conv biases and
-        the position term are the rank-k² matmuls ``key_bias @ q`` and ``bias @ attn``. Two branches
-        (training form) run both conv matrices, stacked into one GEMM; the deploy form runs the merged
-        one. Each row block only needs r = k//2 rows of halo, so peak memory is O(block), and in
-        training each block is checkpointed (recomputed in backward) for the same reason.
+    def _forward_native(self, x: Tensor) -> Tensor:
+        """Slide without materialising the k² shifted copies of K and V, projections included.
+
+        Channels first from the qkv projection on (as the released code), reached by GEMMs on the
+        transposed operand (``bmm`` of the weight with xᵀ, and of the output with Wᵀ) instead of a
+        transposing copy, which on CPUs cost more than the projection itself. The kernel itself is
+        ``mechanisms.slide_kernel`` (row blocks, shifts as slices, the shift conv as GEMMs). Returns
+        (B, H, W, C) after ``proj``.
         """
         B, H, W, C = x.shape
         h, d, ks = self.num_heads, self.head_dim, self.kernel_size
-        k2, r, N = ks * ks, ks // 2, H * W
-        # Channels first, flattened, with r zero rows + r zeros on each side: shifts become slices.
-        pad = r * W + r
-        maps = F.pad(self.qkv(x).view(B, N, 3 * C).transpose(1, 2), (pad, pad)).view(B, 3, h, d, N + 2 * pad)
+        N = H * W
+        qkv = torch.bmm(self.qkv.weight.expand(B, -1, -1), x.reshape(B, N, C).transpose(1, 2))  # B, 3C, N
+        if self.qkv.bias is not None:
+            qkv = qkv + self.qkv.bias[:, None]
         mats = self.shift_matrices_by_branch()
-        weight_k = torch.cat(mats)  # branches·k², d·k²
-        weight_v = torch.cat([m.t() for m in mats], 1)  # d·k², branches·k²
+        g = Geometry(B=B, heads=h, d=d, H=H, W=W, ks=ks, branches=len(mats), scale=self.scale)
+        maps = F.pad(qkv, (g.pad, g.pad)).view(B, 3, h, d, N + 2 * g.pad)
         _, bias = self.shift_weight_bias()  # (d, k²): the branches' biases summed
         key_bias = (bias.t()[None] + self.relative_position_bias[:, :, None]) * self.scale  # h, k², d
-        rows = max(1, min(H, _ROW_BLOCK_ELEMENTS // max(1, B * C * k2 * W)))
-        p = self._dropout_p()
-        outs = []
-        for r0 in range(0, H, rows):
-            at, n = r0 * W, (min(H, r0 + rows) - r0) * W
-            args = (maps[:, 0, ..., at + pad : at + pad + n].contiguous(), maps[:, 1, ..., at : at + n + 2 * pad],
-                    maps[:, 2, ..., at : at + n + 2 * pad], W, weight_k, weight_v, key_bias, bias)
-            if torch.is_grad_enabled() and any(t.requires_grad for t in args if isinstance(t, Tensor)):
-                outs.append(checkpoint(_slide_rows, *args, self.scale, len(mats), ks, p, use_reentrant=False))
-            else:
-                outs.append(_slide_rows(*args, self.scale, len(mats), ks, p))
-        out = torch.cat(outs, -1) if len(outs) > 1 else outs[0]  # B, h, d, N
-        return out.view(B, C, N).transpose(1, 2).view(B, H, W, C)
+        out = slide_attention(maps, torch.cat(mats), torch.cat([m.t() for m in mats], 1), key_bias, bias, g,
+                              self._dropout_p())  # B, h, d, N = B, C, N
+        y = torch.bmm(out.reshape(B, C, N).transpose(1, 2), self.proj.weight.t().expand(B, -1, -1))  # B, N, C
+        return (y + self.proj.bias).view(B, H, W, C)
 
     def _forward_im2col(self, x: Tensor) -> Tensor:
         """The paper's baseline: gather each k×k neighbourhood with F.unfold (zero padding), then attend.
