@@ -166,12 +166,16 @@ class SwinAttention(AttentionBase):
     def _forward_native(self, x: Tensor) -> Tensor:
         B, H, W, C = x.shape
         M, s, heads, d = self.window_size, self.effective_shift(H, W), self.num_heads, self.head_dim
-        qkv, pad_h, pad_w = pad_to_multiple(self.qkv(x), M, M)  # B, Hp, Wp, 3C (zeros on the padding)
+        if H % M or W % M:
+            qkv, pad_h, pad_w = pad_to_multiple(self.qkv(x), M, M)  # B, Hp, Wp, 3C (zeros on the padding)
+            if s:
+                qkv = torch.roll(qkv, shifts=(-s, -s), dims=(1, 2))  # content moves up/left by s
+            win = window_partition(qkv, M, M)  # B*nW, M², 3C
+        else:  # no padding: roll and cut the C-channel input, not the 3C-channel projection (a third of the copy)
+            pad_h = pad_w = 0
+            win = self.qkv(window_partition(torch.roll(x, shifts=(-s, -s), dims=(1, 2)) if s else x, M, M))
         Hp, Wp = H + pad_h, W + pad_w
         nW = (Hp // M) * (Wp // M)
-        if s:
-            qkv = torch.roll(qkv, shifts=(-s, -s), dims=(1, 2))  # content moves up/left by s
-        win = window_partition(qkv, M, M)  # B*nW, M², 3C
         q, k, v = win.view(B, nW, M * M, 3, heads, d).permute(3, 0, 1, 4, 2, 5).unbind(0)  # B, nW, heads, M², d
         mask = self.additive_mask(H, W, s, x.device, x.dtype)  # nW, 1, M², M² or None
         if self._explicit(x):
