@@ -31,9 +31,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-# Elements of one row block's products (B·C·k²·rows·W): about 4 MiB in fp32, cache-sized, and small
-# next to the map itself at every size we benchmark.
+# Elements of one row block's products (B·C·k²·rows·W): about 4 MiB in fp32 for inference, cache-sized
+# and small next to the map itself at every size we benchmark. Training holds about five such
+# temporaries per block in the backward, so its blocks are a quarter of that (peak memory within 2x
+# Swin's at 56², where a step's other tensors are small).
 ROW_BLOCK_ELEMENTS = 1 << 20
+ROW_BLOCK_ELEMENTS_TRAIN = 1 << 18
 
 
 @dataclass(frozen=True)
@@ -65,9 +68,10 @@ class Geometry:
         """Start of offset j's slice relative to the block's first padded position."""
         return [(j // self.ks) * self.W + j % self.ks for j in range(self.k2)]
 
-    def blocks(self) -> list[tuple[int, int]]:
-        """(first position, positions) of each row block."""
-        rows = max(1, min(self.H, ROW_BLOCK_ELEMENTS // max(1, self.B * self.heads * self.d * self.k2 * self.W)))
+    def blocks(self, budget: int | None = None) -> list[tuple[int, int]]:
+        """(first position, positions) of each row block of about ``budget`` product elements."""
+        budget = ROW_BLOCK_ELEMENTS if budget is None else budget
+        rows = max(1, min(self.H, budget // max(1, self.B * self.heads * self.d * self.k2 * self.W)))
         return [(r0 * self.W, (min(self.H, r0 + rows) - r0) * self.W) for r0 in range(0, self.H, rows)]
 
     def keep(self, device, dtype) -> list[Tensor]:
@@ -144,11 +148,11 @@ def forward_block(maps: Tensor, weight_k: Tensor, weight_v: Tensor, key_bias: Te
 
 
 def forward_blocks(maps: Tensor, weight_k: Tensor, weight_v: Tensor, key_bias: Tensor, value_bias: Tensor,
-                   g: Geometry, attn_all: Tensor | None = None) -> Tensor:
+                   g: Geometry, attn_all: Tensor | None = None, budget: int | None = None) -> Tensor:
     """(B, h, d, H·W) without autograd; the attention weights go to ``attn_all`` (k², B, h, H·W) if given."""
     keep = g.keep(maps.device, maps.dtype)
     out = maps.new_empty(g.B, g.heads, g.d, g.H * g.W)
-    for at, n in g.blocks():
+    for at, n in g.blocks(budget):
         o, a = forward_block(maps, weight_k, weight_v, key_bias, value_bias, g, keep, at, n)
         out[..., at : at + n] = o.permute(1, 2, 0, 3)
         if attn_all is not None:
@@ -163,7 +167,7 @@ class SlideCore(torch.autograd.Function):
     def forward(ctx, maps: Tensor, weight_k: Tensor, weight_v: Tensor, key_bias: Tensor, value_bias: Tensor,
                 g: Geometry) -> Tensor:
         attn_all = maps.new_empty(g.k2, g.B, g.heads, g.H * g.W)
-        out = forward_blocks(maps, weight_k, weight_v, key_bias, value_bias, g, attn_all)
+        out = forward_blocks(maps, weight_k, weight_v, key_bias, value_bias, g, attn_all, ROW_BLOCK_ELEMENTS_TRAIN)
         ctx.save_for_backward(maps, weight_k, weight_v, key_bias, value_bias, attn_all)
         ctx.g = g
         return out
@@ -177,7 +181,7 @@ class SlideCore(torch.autograd.Function):
         d_wk, d_wv = torch.zeros_like(weight_k), torch.zeros_like(weight_v)
         d_kb, d_vb = torch.zeros_like(key_bias), torch.zeros_like(value_bias)
         D, R = g.d * g.k2, g.branches * g.k2
-        for at, n in g.blocks():
+        for at, n in g.blocks(ROW_BLOCK_ELEMENTS_TRAIN):
             M = g.B * g.heads * n
             q, keys, values = _views(maps, g, at, n)
             dq, dkeys, dvalues = _views(d_maps, g, at, n)
@@ -226,7 +230,7 @@ def slide_rows_autograd(maps: Tensor, weight_k: Tensor, weight_v: Tensor, key_bi
     attention dropout, which the hand-written backward does not implement, and under torch.compile."""
     keep = g.keep(maps.device, maps.dtype)
     outs = []
-    for at, n in g.blocks():
+    for at, n in g.blocks(ROW_BLOCK_ELEMENTS_TRAIN):
         q, keys, values = _views(maps, g, at, n)
         q_by_dx = [q if b == g.r else _masked(q, keep[b], g, n) for b in range(g.ks)]
         u = torch.stack([k * q_by_dx[j % g.ks] for j, k in enumerate(keys)], 1)

@@ -22,6 +22,7 @@ def _perturbed(attn):
 def small_blocks(monkeypatch):
     """Blocks of ~2 rows at these sizes: H = 7 gives blocks 2+2+2+1."""
     monkeypatch.setattr(slide_kernel, "ROW_BLOCK_ELEMENTS", 2 * 2 * 16 * 9 * 8)
+    monkeypatch.setattr(slide_kernel, "ROW_BLOCK_ELEMENTS_TRAIN", 2 * 16 * 9 * 8)  # 1-2 rows: other borders
     return slide_kernel
 
 
