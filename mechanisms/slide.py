@@ -25,7 +25,7 @@ from torch import Tensor
 from .base import AttentionBase, AttentionPattern, attend, is_int, total, trunc_normal_
 from .reference import DenseForm
 from .registry import register
-from .slide_kernel import Geometry, slide_attention
+from .slide_kernel import ROW_BLOCK_ELEMENTS, ROW_BLOCK_ELEMENTS_TRAIN, Geometry, slide_attention
 
 
 def window_rule(radius: int):
@@ -74,7 +74,7 @@ class SlideAttention(AttentionBase):
     Args:
         kernel_size: odd neighbourhood size k (the released Slide-Swin uses 3).
         deformable: add the learnable ("deformed") shift branch; False keeps only the fixed one-hot shifts.
-        backend: 'native' (depthwise shift convs), 'im2col' (F.unfold neighbourhoods; the learnable branch, if any, is applied as a k²×k² per-channel mix of the unfolded neighbours) or 'masked' (dense SDPA; exact, see README).
+        backend: 'native' (the shift conv as GEMMs by row blocks, never holding the k² shifted copies; see mechanisms/slide_kernel.py), 'im2col' (F.unfold neighbourhoods; the learnable branch, if any, is applied as a k²×k² per-channel mix of the unfolded neighbours) or 'masked' (dense SDPA; exact, see README).
     """
 
     backends = ("native", "im2col", "masked")
@@ -343,15 +343,24 @@ class SlideAttention(AttentionBase):
                                device: str = "cpu") -> int:
         """What each backend materialises beyond the token activations (see ``flops`` for the shapes).
 
-        native and im2col: the k² shifted (or unfolded) copies of K and V, (2, B, h, N, d, k²), plus
-        the copy their permute makes. masked with the learnable branch: the same slot keys and values
-        and (B, h, N, N·k²) logits, with an (N, N·k²) bool mask; without it: (B, h, N, M) logits over
-        the M zero-padded map positions, their additive bias, and int64 coordinate broadcasts.
+        native (``mechanisms.slide_kernel``): the zero-padded q/k/v maps, the attention weights (k² per
+        query and head, kept for backward), and one row block's temporaries (about 3 block-sized
+        tensors in inference, 6 in the backward), plus the maps' gradient in training.
+        im2col: the k² unfolded copies of K and V, (2, B, h, N, d, k²), plus the copy their permute
+        makes. masked with the learnable branch: the same slot keys and values and (B, h, N, N·k²)
+        logits, with an (N, N·k²) bool mask; without it: (B, h, N, M) logits over the M zero-padded
+        map positions, their additive bias, and int64 coordinate broadcasts.
         """
         N, C, h, k2 = H * W, self.dim, self.num_heads, self.kernel_size**2
         keep = 4 if train else 2
         slots = 2 * batch * N * C * k2 * element_size
-        if self.backend in ("native", "im2col"):
+        if self.backend == "native":
+            r = self.kernel_size // 2
+            maps = 3 * batch * C * (N + 2 * (r * W + r)) * element_size
+            attn = k2 * batch * h * N * element_size
+            block = min(ROW_BLOCK_ELEMENTS_TRAIN if train else ROW_BLOCK_ELEMENTS, k2 * batch * C * N) * element_size
+            return maps * (2 if train else 1) + attn * (2 if train else 1) + block * (6 if train else 3)
+        if self.backend == "im2col":
             return slots * keep
         if self.deformable:
             return slots + batch * h * N * N * k2 * element_size * keep + N * N * k2
