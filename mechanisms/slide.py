@@ -207,11 +207,12 @@ class SlideAttention(AttentionBase):
         h, d, ks = self.num_heads, self.head_dim, self.kernel_size
         N = H * W
         qkv = torch.bmm(self.qkv.weight.expand(B, -1, -1), x.reshape(B, N, C).transpose(1, 2))  # B, 3C, N
-        if self.qkv.bias is not None:
-            qkv = qkv + self.qkv.bias[:, None]
         mats = self.shift_matrices_by_branch()
         g = Geometry(B=B, heads=h, d=d, H=H, W=W, ks=ks, branches=len(mats), scale=self.scale)
-        maps = F.pad(qkv, (g.pad, g.pad)).view(B, 3, h, d, N + 2 * g.pad)
+        maps = F.pad(qkv, (g.pad, g.pad))
+        if self.qkv.bias is not None:  # on the real positions only: the padding stays zero
+            maps[..., g.pad : g.pad + N] += self.qkv.bias[:, None]
+        maps = maps.view(B, 3, h, d, N + 2 * g.pad)
         _, bias = self.shift_weight_bias()  # (d, k²): the branches' biases summed
         key_bias = (bias.t()[None] + self.relative_position_bias[:, :, None]) * self.scale  # h, k², d
         out = slide_attention(maps, torch.cat(mats), torch.cat([m.t() for m in mats], 1), key_bias, bias, g,

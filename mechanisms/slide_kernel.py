@@ -138,8 +138,8 @@ def forward_block(maps: Tensor, weight_k: Tensor, weight_v: Tensor, key_bias: Te
                   g: Geometry, keep: list[Tensor], at: int, n: int) -> tuple[Tensor, Tensor]:
     """One block without autograd: (out (d, B, h, n), attention (k², B·h·n))."""
     q, keys, values = _views(maps, g, at, n)
-    q_by_dx = [q if b == g.r else _masked(q, keep[b], g, n) for b in range(g.ks)]
-    attn = _attention(_products(q_by_dx, keys, g, n), q, weight_k, key_bias, g, n)
+    u = _zero_wrapped_(_products([q] * g.ks, keys, g, n), g, n)  # = products with the column-masked q
+    attn = _attention(u, q, weight_k, key_bias, g, n)
     mix = _mix(attn, weight_v, g, n)
     out = torch.mm(value_bias, attn).view(g.d, g.B, g.heads, n)
     for j, v in enumerate(values):
