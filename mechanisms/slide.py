@@ -206,11 +206,15 @@ class SlideAttention(AttentionBase):
         B, H, W, C = x.shape
         h, d, ks = self.num_heads, self.head_dim, self.kernel_size
         N = H * W
-        qkv = torch.bmm(self.qkv.weight.expand(B, -1, -1), x.reshape(B, N, C).transpose(1, 2))  # B, 3C, N
         mats = self.shift_matrices_by_branch()
         g = Geometry(B=B, heads=h, d=d, H=H, W=W, ks=ks, branches=len(mats), scale=self.scale)
+        qkv = torch.bmm(self.qkv.weight.expand(B, -1, -1), x.reshape(B, N, C).transpose(1, 2))  # B, 3C, N
+        bias_in_place = self.qkv.bias is not None and not torch.is_grad_enabled()
+        if self.qkv.bias is not None and not bias_in_place:  # autograd: an in-place add on a slice would
+            qkv = qkv + self.qkv.bias[:, None]  # cost a full-size gradient copy in backward
         maps = F.pad(qkv, (g.pad, g.pad))
-        if self.qkv.bias is not None:  # on the real positions only: the padding stays zero
+        del qkv  # the padded copy replaces it (one 3C map alive, not two)
+        if bias_in_place:  # on the real positions only: the padding stays zero
             maps[..., g.pad : g.pad + N] += self.qkv.bias[:, None]
         maps = maps.view(B, 3, h, d, N + 2 * g.pad)
         _, bias = self.shift_weight_bias()  # (d, k²): the branches' biases summed
