@@ -95,39 +95,28 @@ class CSWinAttention(AttentionBase):
         half = self.num_heads // 2
         qkv = self.qkv(x).view(B, H, W, 3, self.num_heads, self.head_dim)
         (vh, vw), (hh, hw) = self.stripe_shapes(H, W)
-        out = x.new_empty(B, H, W, C)
-        self._stripes(qkv[..., :half, :], self.lepe[0], vh, vw, out[..., : C // 2])  # vertical stripes
-        self._stripes(qkv[..., half:, :], self.lepe[1], hh, hw, out[..., C // 2 :])  # horizontal stripes
-        return out
+        vertical = self._stripes(qkv[..., :half, :], self.lepe[0], vh, vw)  # B, H, W, C/2
+        horizontal = self._stripes(qkv[..., half:, :], self.lepe[1], hh, hw)  # B, H, W, C/2
+        return torch.cat([vertical, horizontal], dim=-1)
 
-    def _stripes(self, qkv: Tensor, lepe: nn.Conv2d, sh: int, sw: int, out: Tensor) -> None:
-        """Attention + LePE inside sh x sw stripes for one branch; qkv: (B, H, W, 3, h, d); writes ``out``
-        (B, H, W, h·d), a channel slice of the module's output.
-
-        Copies: one permute of the branch's q/k/v into stripes (token-major, so V's stripes are already
-        a channels-last map for the LePE conv, no transpose), and one from the stripes into ``out``
-        (window reverse and concatenation in one).
-        """
+    def _stripes(self, qkv: Tensor, lepe: nn.Conv2d, sh: int, sw: int) -> Tensor:
+        """Attention + LePE inside sh x sw stripes for one branch; qkv: (B, H, W, 3, h, d)."""
         B, H, W, _, h, d = qkv.shape
-        pad_h, pad_w = (-H) % sh, (-W) % sw
-        if pad_h or pad_w:  # zeros on the padding
-            qkv = F.pad(qkv, (0, 0, 0, 0, 0, 0, 0, pad_w, 0, pad_h))
+        x, pad_h, pad_w = pad_to_multiple(qkv.reshape(B, H, W, 3 * h * d), sh, sw)  # zeros on the padding
         Hp, Wp = H + pad_h, W + pad_w
         T = sh * sw
-        stripes = qkv.view(B, Hp // sh, sh, Wp // sw, sw, 3, h, d).permute(5, 0, 1, 3, 2, 4, 6, 7)
-        stripes = stripes.reshape(3, -1, T, h, d)  # 3, B*nS, T, h, d
-        q, k, v = stripes.transpose(2, 3).unbind(0)  # B*nS, h, T, d (views)
+        stripes = window_partition(x, sh, sw)  # B*nS, T, 3*h*d
+        q, k, v = stripes.view(-1, T, 3, h, d).permute(2, 0, 3, 1, 4).unbind(0)  # B*nS, h, T, d
         mask = None
         if pad_h or pad_w:
-            real = window_partition(valid_token_map(H, W, Hp, Wp, qkv.device)[None, :, :, None], sh, sw)
+            real = window_partition(valid_token_map(H, W, Hp, Wp, x.device)[None, :, :, None], sh, sw)  # nS, T, 1
             mask = real.view(1, -1, 1, 1, T).expand(B, -1, 1, 1, T).reshape(-1, 1, 1, T)  # keys only
-        att = attend(q, k, v, mask, scale=self.scale, dropout_p=self._dropout_p())  # B*nS, h, T, d
-        # LePE on V cut into stripes (channels-last maps): the conv's zero padding is the stripe border.
-        maps = stripes[2].view(-1, sh, sw, h * d).permute(0, 3, 1, 2)
-        pos = lepe(maps).permute(0, 2, 3, 1).reshape(-1, T, h, d)  # B*nS, T, h, d
-        res = att.transpose(1, 2) + pos  # B*nS, T, h, d
-        res = res.view(B, Hp // sh, Wp // sw, sh, sw, h * d).permute(0, 1, 3, 2, 4, 5).reshape(B, Hp, Wp, h * d)
-        out.copy_(res[:, :H, :W])
+        out = attend(q, k, v, mask, scale=self.scale, dropout_p=self._dropout_p())  # B*nS, h, T, d
+        # LePE on V cut into stripes: the conv's zero padding is the stripe border.
+        pos = lepe(v.transpose(-1, -2).reshape(-1, h * d, sh, sw))  # B*nS, h*d, sh, sw
+        out = out + pos.view(-1, h, d, T).transpose(-1, -2)
+        out = window_reverse(out.transpose(1, 2).reshape(-1, T, h * d), sh, sw, Hp, Wp)  # B, Hp, Wp, h*d
+        return out[:, :H, :W]
 
     def output_term(self, q: Tensor, k: Tensor, v: Tensor, H: int, W: int) -> Tensor:
         """LePE without stripes or conv2d, for the `masked` backend and the reference: the nine 3x3
