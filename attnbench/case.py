@@ -5,14 +5,13 @@ are the identifying columns of ``results.csv``; two runs are compared by matchin
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 import torch
 
-from .results_schema import ID_COLUMNS
+from .results_schema import ID_COLUMNS, default_form, identity_key
 
 Mode = Literal["forward", "train"]
 Form = Literal["deploy", "train"]
@@ -37,10 +36,6 @@ def freeze_options(options: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted((k, frozen(v)) for k, v in options.items()))
 
 
-def default_form(mode: str) -> str:
-    """The form a mode measures unless a suite asks otherwise: inference serves the deploy form
-    (``AttentionBase.deploy()``, e.g. Slide's merged conv), training trains the training form."""
-    return "train" if mode == "train" else "deploy"
 
 
 @dataclass(frozen=True)
@@ -96,11 +91,7 @@ class Case:
 
     def key(self) -> str:
         """Stable identity (resume and compare key); independent of dict ordering and of the run."""
-        # The default form is left out, so cases (and stored runs) from before the form column keep their key.
-        ident = {c: getattr(self, c) if c != "options" else self.options_json() for c in ID_COLUMNS
-                 if c != "form" or self.form is not None}
-        raw = json.dumps(ident, sort_keys=True, default=str)
-        return hashlib.sha1(raw.encode()).hexdigest()[:16]
+        return identity_key({c: getattr(self, c) if c != "options" else self.options_json() for c in ID_COLUMNS})
 
     def id_row(self) -> dict[str, Any]:
         """The identifying columns of this case's results row."""

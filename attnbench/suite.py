@@ -22,9 +22,10 @@ import difflib
 import importlib
 import itertools
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
@@ -34,6 +35,8 @@ from . import metrics as metric_registry
 from .case import Case, freeze_options
 
 DEFAULT_METRICS = ["flops", "params", "memory", "time"]
+# Seeds are offset (seed * 1000 + i, seed + 1) before torch.manual_seed, which takes < 2**64.
+MAX_SEED = 2**32 - 1
 
 DtypeName = Literal["float64", "float32", "bfloat16", "float16"]
 DeviceName = Literal["auto", "cpu", "cuda", "mps"]
@@ -49,8 +52,23 @@ class Limits(BaseModel):
     """Per-case limits: predicted or real excess becomes an ``oom``/``timeout`` row, never a crash."""
 
     model_config = ConfigDict(extra="forbid")
-    max_memory_gb: float = Field(16.0, gt=0, description="skip (oom) cases predicted above this; on CPU also a hard cap")
-    timeout_s: float = Field(600.0, gt=0, description="kill a case's worker after this many seconds (timeout)")
+    max_memory_gb: float = Field(16.0, gt=0, allow_inf_nan=False,
+                                 description="skip (oom) cases predicted above this; on CPU also a hard cap")
+    timeout_s: float = Field(600.0, gt=0, allow_inf_nan=False,
+                             description="kill a case's worker after this many seconds (timeout)")
+
+
+class ExecutorBlock(BaseModel):
+    """``executor:``: where the cases run (``attnbench/cluster``); the same keys on the command line win."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["local", "submitit"] = Field("local", description="local worker processes, or submitit jobs")
+    cluster: Literal["slurm", "local", "debug"] = Field("slurm", description="submitit cluster")
+    shards: int = Field(1, ge=1, description="jobs of the job array")
+    partition: Optional[str] = Field(None, description="Slurm partition")
+    gpus_per_job: Optional[int] = Field(None, ge=0, description="GPUs per job; default 1 for cuda cases, else 0")
+    max_parallel: Optional[int] = Field(None, ge=1, description="jobs of the array running at once")
+    job_timeout_min: float = Field(120.0, gt=0, description="wall-clock limit of one job, minutes")
 
 
 class MechanismSpec(BaseModel):
@@ -72,7 +90,7 @@ class GridKeys(BaseModel):
     device: Union[DeviceName, list[DeviceName]] = "auto"
     dtype: Union[DtypeName, list[DtypeName]] = "float32"
     mode: Union[ModeName, list[ModeName]] = "forward"
-    # auto: the deploy form in forward mode, the training form in train mode (attnbench.case.default_form)
+    # auto: the deploy form in forward mode, the training form in train mode (attnbench.results_schema.default_form)
     form: Union[FormName, list[FormName]] = "auto"
     batch_size: Union[int, list[int]] = 1
     dim: Union[int, list[int]] = 64
@@ -96,6 +114,22 @@ class GridKeys(BaseModel):
     def _non_empty(cls, v: Any) -> Any:
         if isinstance(v, list) and not v:
             raise ValueError("must not be an empty list")
+        return v
+
+    @field_validator("tasks")
+    @classmethod
+    def _tasks(cls, v: Any) -> Any:
+        """Task names must exist here and now, not when the first accuracy case starts training."""
+        names = [t for t in _as_list(v) if t is not None]
+        if names:
+            from .accuracy import tasks as task_registry
+
+            known = task_registry.available()
+            for t in names:
+                if t not in known:
+                    close = difflib.get_close_matches(t, known, n=1)
+                    hint = f"; did you mean {close[0]!r}?" if close else ""
+                    raise ValueError(f"unknown task {t!r}{hint} (choose from {sorted(known)}; see `attnbench tasks list`)")
         return v
 
     @field_validator("resolutions")
@@ -144,9 +178,10 @@ class SuiteModel(GridKeys):
     limits: Limits = Field(default_factory=Limits)
     workers: int = 1
     cases_per_worker: int = 1
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="seeds torch and the task generators (0 <= seed < 2**32)")
     mechanisms: list[Union[str, MechanismSpec]]
     include: list[Any] = Field(default_factory=list)
+    executor: Optional[ExecutorBlock] = None
 
     @field_validator("workers", "cases_per_worker")
     @classmethod
@@ -273,6 +308,8 @@ class Suite:
             key = metric_registry.get(metric).options_key
             if key and opts is not None:
                 d[key] = opts.model_dump(mode="json")
+        if d.get("executor") is None:  # runs without an executor block keep their suite.yaml unchanged
+            d.pop("executor", None)
         d["include"] = [g.block.model_dump(mode="json", exclude_unset=True) for g in self.grids[1:] if g.block is not None]
         return d
 
@@ -335,9 +372,37 @@ def _first_error(exc: ValidationError, fields: dict[str, Any] | None = None) -> 
         msg = "unknown key" + (f"; did you mean '{close[0]}'?" if close else (f"; valid keys: {', '.join(names)}" if names else ""))
     elif best["type"] == "greater_than":
         msg = f"must be > {best['ctx']['gt']}, got {best['input']!r}"
+    elif best["type"] in ("less_than_equal", "greater_than_equal"):
+        bound = best["ctx"].get("le", best["ctx"].get("ge"))
+        msg = f"must be {'<=' if best['type'] == 'less_than_equal' else '>='} {bound}, got {best['input']!r}"
+    elif best["type"] == "finite_number":
+        msg = f"must be a finite number, got {best['input']!r}"
     elif best["type"] == "missing":
         msg = "missing"
     return key, msg
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that rejects a key set twice in one mapping (PyYAML silently keeps the last one,
+    so ``dim: 64`` ... ``dim: 128`` would run 128 without a word). Merge keys (``<<``) still work."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, Any] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: SafeLoader reports it itself
+                    continue
+                if first is not None:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first set at line {first.line + 1}); keep one",
+                        key_node.start_mark)
+                seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
 
 
 def read_suite_file(path: Path | str) -> dict[str, Any]:
@@ -350,7 +415,7 @@ def read_suite_file(path: Path | str) -> dict[str, Any]:
     if path.suffix.lower() not in (".yaml", ".yml"):
         raise UserError(f"{path}: not a YAML suite (expected a .yaml or .yml file)")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except UnicodeDecodeError:
         raise UserError(f"{path}: not a YAML suite (not UTF-8 text)") from None
     except yaml.YAMLError as exc:
@@ -459,6 +524,9 @@ def _validate_metric_options(metrics: list[str], blocks: dict[str, Any], fail) -
         except ValidationError as exc:
             sub, reason = _first_error(exc, {"": list(metric.options.model_fields)})
             raise fail(f"{metric.options_key}.{sub}", reason) from None
+        for field_name, value in (opts.model_dump() if opts is not None else {}).items():
+            if isinstance(value, float) and not math.isfinite(value):  # .inf passes gt=0 and then never ends
+                raise fail(f"{metric.options_key}.{field_name}", f"must be a finite number, got {value!r}")
         if metric.name in metrics:
             out[metric.name] = opts
     for name in metrics:  # metrics without an options block

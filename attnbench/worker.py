@@ -154,6 +154,9 @@ def run_job(job: Job, threads: int) -> dict[str, Any]:
 
 def worker_main(conn: Any, init: WorkerInit, max_jobs: int) -> None:
     """Process entry point: set up, then answer jobs until told to stop or ``max_jobs`` are done."""
+    from .lifeline import tie_to_parent
+
+    tie_to_parent()  # first: a worker whose parent is gone must not go on computing
     setup_process(init)
     conn.send("ready")  # the parent starts a job's clock from here: imports are not the case's time
     done = 0

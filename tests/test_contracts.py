@@ -194,11 +194,14 @@ def test_results_round_trip_in_their_declared_types(tmp_path):
     """Written by the store and read back: text stays text, ints stay ints with an empty cell among
     them, booleans are booleans whether the column had empty cells or not."""
     from attnbench import store
+    from attnbench.case import Case
 
-    rows = [{"case_key": "a", "label": "7", "height": 14, "status": "ok", "macs": 10**12, "macs_mismatch": True,
-             "fid_pass": False, "latency_ms": 1.5},
-            {"case_key": "b", "label": "swin", "height": 14, "status": "oom", "macs": None, "macs_mismatch": None,
-             "fid_pass": True, "latency_ms": None}]
+    # Whole rows (identity columns and a matching case_key): read_results keeps only rows it can trust.
+    cases = [Case(mechanism="swin", label=label, options=(), height=14, width=14, batch_size=1, dim=32, num_heads=2,
+                  dtype="float32", device="cpu", mode="forward") for label in ("7", "swin")]
+    ident = [{"case_key": c.key(), **c.id_row()} for c in cases]
+    rows = [{**ident[0], "status": "ok", "macs": 10**12, "macs_mismatch": True, "fid_pass": False, "latency_ms": 1.5},
+            {**ident[1], "status": "oom", "macs": None, "macs_mismatch": None, "fid_pass": True, "latency_ms": None}]
     store.write_results(tmp_path, rows)
     out = store.read_results(tmp_path)
     assert list(out["label"]) == ["7", "swin"]

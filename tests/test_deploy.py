@@ -126,3 +126,16 @@ def test_counted_macs_of_slide_follow_the_form(form):
     case = _case(form=form, height=13, width=17)
     row = flops.measure(MetricContext(case=case, options=flops.Options(), device=torch.device("cpu"), dtype=torch.float32))
     assert row["macs_fvcore"] == row["macs_flop_counter"] == row["macs"], row
+
+
+@pytest.mark.parametrize("form", [None, "train"])
+def test_stored_rows_of_either_form_pass_the_row_check(form):
+    """A results row's key is recomputed from its identity cells (attnbench.rowcheck): the form cell
+    counts only when it is not the mode's default, exactly as in Case.key."""
+    from attnbench.rowcheck import _identity_problem
+
+    case = _case(form=form)
+    cells = {k: str(v) if v is not None else "" for k, v in case.id_row().items()}
+    cells.update(case_key=case.key(), status="ok")
+    assert _identity_problem(cells) is None
+    assert _identity_problem({**cells, "form": "train" if form is None else "deploy"}) is not None

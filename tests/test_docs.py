@@ -152,10 +152,11 @@ def check_attnbench(argv: list[str], where: str) -> None:
     paths = {"run": ["suite", "resume"], "report": ["run_dir"], "compare": ["baseline", "new"],
              "history": ["suite_dir"]}.get(args.command, [])
     for attr in paths:
-        value = getattr(args, attr)
-        if value is None or _placeholder(str(value)):
-            continue
-        assert (REPO / value).exists(), f"{where}: {value} does not exist"
+        values = getattr(args, attr)
+        for value in values if isinstance(values, list) else [values]:  # `report` takes several runs
+            if value is None or _placeholder(str(value)):
+                continue
+            assert (REPO / value).exists(), f"{where}: {value} does not exist"
     if args.command == "run":
         load_suite(REPO / args.suite)
 
