@@ -39,7 +39,7 @@ def _cols(*items: Column) -> dict[str, Column]:
 CASE_KEY = "case_key"
 MECHANISM, LABEL, BACKEND, OPTIONS = "mechanism", "label", "backend", "options"
 HEIGHT, WIDTH, TOKENS, BATCH_SIZE, DIM, NUM_HEADS = "height", "width", "tokens", "batch_size", "dim", "num_heads"
-DTYPE, DEVICE, MODE, TASK = "dtype", "device", "mode", "task"
+DTYPE, DEVICE, MODE, FORM, TASK = "dtype", "device", "mode", "form", "task"
 STATUS, ERROR, THREADS, WALL_S = "status", "error", "threads", "wall_s"
 # Integrity columns (``attnbench.rowcheck``): what --resume checks before it trusts a row.
 SAMPLE_SERIES, ROW_CHECK = "sample_series", "row_crc32"
@@ -65,6 +65,7 @@ CORE: dict[str, Column] = _cols(
     Column(DTYPE, "str"),
     Column(DEVICE, "str"),
     Column(MODE, "str", doc="forward (inference) or train (forward + backward)"),
+    Column(FORM, "str", doc="deploy (the module as served, AttentionBase.deploy()) or train (as trained)"),
     Column(TASK, "str", doc="accuracy task, empty for cost cases"),
     Column(STATUS, "str", doc="ok | oom | unsupported | timeout | error"),
     Column(ERROR, "str", doc="one line: why the case did not end ok"),
@@ -75,19 +76,30 @@ CORE: dict[str, Column] = _cols(
 )
 
 ID_COLUMNS = (MECHANISM, LABEL, BACKEND, OPTIONS, HEIGHT, WIDTH, TOKENS, BATCH_SIZE, DIM, NUM_HEADS, DTYPE, DEVICE,
-              MODE, TASK)
+              MODE, FORM, TASK)
 # Columns every results.csv starts with, in this order; metric columns follow in first-seen order.
 LEADING_COLUMNS = (CASE_KEY, *ID_COLUMNS, STATUS, ERROR, THREADS, WALL_S)
 STATUSES = ("ok", "oom", "unsupported", "timeout", "error")
 
 
+def default_form(mode: str | None) -> str:
+    """The form a mode measures unless a suite asks otherwise: inference serves the deploy form
+    (``AttentionBase.deploy()``, e.g. Slide's merged conv), training trains the training form."""
+    return "train" if mode == "train" else "deploy"
+
+
 def identity_key(ident: dict[str, Any]) -> str:
     """The case key of identity values ``{column: value}`` (``ID_COLUMNS``; ints as ints, no task as
-    None): what ``Case.key`` returns, computed here too so a stored row can be checked against it."""
+    None): what ``Case.key`` returns, computed here too so a stored row can be checked against it.
+    The form counts only when it is not the mode's default, so keys from before the form column hold."""
     import hashlib
     import json
 
-    raw = json.dumps({c: ident.get(c) for c in ID_COLUMNS}, sort_keys=True, default=str)
+    values = {c: ident.get(c) for c in ID_COLUMNS}
+    form = values.pop(FORM, None)
+    if form and form != default_form(values.get(MODE)):
+        values[FORM] = form
+    raw = json.dumps(values, sort_keys=True, default=str)
     return hashlib.sha1(raw.encode()).hexdigest()[:16]
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from . import UserError
 from .results_schema import (CASE_KEY, ID_COLUMNS, OPTIONS, ROW_CHECK, STATUS, STATUSES, TASK, TOKENS, HEIGHT,
-                             WIDTH, identity_key)
+                             WIDTH, FORM, identity_key)
 
 INT_IDENTITY = ("height", "width", "tokens", "batch_size", "dim", "num_heads")
 TEXT_IDENTITY = ("mechanism", "label", "backend", "dtype", "device", "mode")
@@ -91,6 +91,7 @@ def _identity_problem(cells: dict[str, str]) -> str | None:
         return f"options {cells.get(OPTIONS, '')!r} is not a JSON mapping"
     ident[OPTIONS] = cells[OPTIONS]
     ident[TASK] = cells.get(TASK) or None
+    ident[FORM] = cells.get(FORM) or None
     status = cells.get(STATUS, "")
     if status not in STATUSES:
         return f"status {status!r} is not one of {', '.join(STATUSES)}"

@@ -4,7 +4,7 @@ Why validate up front: a sweep can run for an hour; a typo found at case 57 wast
 type, range, mechanism, option and metric option is checked here, and the first problem becomes a
 one-line ``UserError`` naming the file, the key and the reason (with a close match when there is one).
 
-Grid: every list-valued key among ``device, dtype, mode, batch_size, dim, num_heads, resolutions,
+Grid: every list-valued key among ``device, dtype, mode, form, batch_size, dim, num_heads, resolutions,
 tasks`` is swept (cartesian product) for every entry of ``mechanisms``. Mechanism options are not
 swept (a list there is a value, e.g. ``pale_size: [7, 5]``); write one entry per configuration.
 
@@ -45,6 +45,7 @@ MAX_SEED = 2**32 - 1
 DtypeName = Literal["float64", "float32", "bfloat16", "float16"]
 DeviceName = Literal["auto", "cpu", "cuda", "mps"]
 ModeName = Literal["forward", "train"]
+FormName = Literal["auto", "deploy", "train"]
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -93,6 +94,8 @@ class GridKeys(BaseModel):
     device: Union[DeviceName, list[DeviceName]] = "auto"
     dtype: Union[DtypeName, list[DtypeName]] = "float32"
     mode: Union[ModeName, list[ModeName]] = "forward"
+    # auto: the deploy form in forward mode, the training form in train mode (attnbench.results_schema.default_form)
+    form: Union[FormName, list[FormName]] = "auto"
     batch_size: Union[int, list[int]] = 1
     dim: Union[int, list[int]] = 64
     num_heads: Union[int, list[int]] = 2
@@ -111,7 +114,7 @@ class GridKeys(BaseModel):
             raise ValueError("must not be an empty list")
         return v
 
-    @field_validator("device", "dtype", "mode", "tasks")
+    @field_validator("device", "dtype", "mode", "form", "tasks")
     @classmethod
     def _non_empty(cls, v: Any) -> Any:
         if isinstance(v, list) and not v:
@@ -251,14 +254,14 @@ class Grid:
         devs = devices if devices is not None else _dedupe(_as_list(m.device))
         sizes = [tuple(r) if isinstance(r, list) else (r, r) for r in _as_list(m.resolutions)]
         grid = itertools.product(
-            devs, _as_list(m.dtype), _as_list(m.mode), _as_list(m.batch_size), _as_list(m.dim),
+            devs, _as_list(m.dtype), _as_list(m.mode), _as_list(m.form), _as_list(m.batch_size), _as_list(m.dim),
             _as_list(m.num_heads), _as_list(m.tasks), sizes,
         )
         return _dedupe([
             Case(mechanism=e.name, label=e.label, options=e.options, height=h, width=w, batch_size=batch, dim=dim,
                  num_heads=heads, dtype=dtype, device=device, mode=mode, task=task, seed=seed,
-                 metric_options=self.metric_options)
-            for device, dtype, mode, batch, dim, heads, task, (h, w) in grid for e in self.entries
+                 form=None if form == "auto" else form, metric_options=self.metric_options)
+            for device, dtype, mode, form, batch, dim, heads, task, (h, w) in grid for e in self.entries
         ] + model_cases(self.models, m, devs, seed, self.metric_options))
 
 
@@ -453,6 +456,7 @@ def validate_suite(data: dict[str, Any], source: str = "<suite>", path: Path | N
     except ValidationError as exc:
         key, reason = _first_error(exc, {"limits": list(Limits.model_fields), "": list(model_cls.model_fields)})
         raise fail(key, reason) from None
+    _check_form(model, fail)
     raw_blocks = {m.options_key: getattr(model, m.options_key) for m in metric_registry.all_metrics() if m.options_key}
     entries = _validate_mechanisms(model, fail)
     top = Grid(keys=model, entries=entries,
@@ -495,6 +499,7 @@ def _validate_include(i: int, raw: Any, top: Grid, raw_blocks: dict[str, Any], b
         raise fail("" if key == "<top>" else key, reason) from None
     grid_keys = {k: getattr(block, k) for k in block.model_fields_set if k in GridKeys.model_fields}
     keys = top.keys.model_copy(update=grid_keys)
+    _check_form(keys, fail)
     blocks = dict(raw_blocks)
     for key in block.model_fields_set - set(GridKeys.model_fields):
         blocks[key] = {**(raw_blocks.get(key) or {}), **(getattr(block, key) or {})}
@@ -502,6 +507,13 @@ def _validate_include(i: int, raw: Any, top: Grid, raw_blocks: dict[str, Any], b
     entries = _validate_mechanisms(keys, fail)  # inherited entries too: they must build at this grid's sizes
     models = validate_models(keys, top.keys.metrics, {e.label for e in entries}, fail)
     return Grid(keys=keys, entries=entries, metric_options=metric_options, where=where, block=block, models=models)
+
+
+def _check_form(keys: GridKeys, fail) -> None:
+    """The deploy form is what inference serves; a training step always runs the training form."""
+    if "deploy" in _as_list(keys.form) and "train" in _as_list(keys.mode):
+        raise fail("form", "'deploy' is the inference form and mode 'train' measures the training form; "
+                           "use form: auto (deploy for forward, train for train) or a separate include block")
 
 
 def _validate_metric_options(metrics: list[str], blocks: dict[str, Any], fail) -> dict[str, Any]:
