@@ -164,7 +164,7 @@ class AttentionBase(nn.Module):
         proj_drop: dropout after the output projection (training only).
     """
 
-    backends: ClassVar[tuple[str, ...]] = ("native", "masked")
+    backends: ClassVar[tuple[str, ...]] = ("native", "masked", "flex")
     two_branch: ClassVar[bool] = False
     mechanism_name: ClassVar[str] = ""
     # Chebyshev radius of the spatial convs that feed q/k/v from the input map (Pale's depthwise 3x3
@@ -238,6 +238,52 @@ class AttentionBase(nn.Module):
         if extra is not None:
             out = out + extra
         return self.merge_heads(out, H, W)
+
+    def _forward_flex(self, x: Tensor) -> Tensor:
+        """Compiled FlexAttention generated from the pattern rule (mechanisms/flex.py), block-sparse."""
+        from .flex import flex_attend
+
+        B, H, W, C = x.shape
+        q, k, v = self.token_qkv(x)  # B, heads, N, d
+        out = flex_attend(self, q, k, v, H, W)
+        extra = self.output_term(q, k, v, H, W)
+        if extra is not None:
+            out = out + extra
+        return self.merge_heads(out, H, W)
+
+    # ------------------------------------------------------------------------------ availability
+    @classmethod
+    def unavailable_reason(cls, backend: str, device: str, dtype: torch.dtype, mode: str = "forward") -> str | None:
+        """None when ``backend`` can run on ``device`` in ``dtype`` and ``mode``; else one line saying why
+        (the harness writes the row as ``unsupported`` with it). Subclasses extend it (call super first)."""
+        name = cls.mechanism_name or cls.__name__
+        if backend not in cls.backends:
+            return f"{name} has no backend {backend!r}; it has {list(cls.backends)}"
+        if backend == "flex":
+            from .flex import flex_unavailable_reason
+
+            return flex_unavailable_reason(device, dtype, mode)
+        return None
+
+    # ----------------------------------------------------------------- hooks for the flex backend
+    def flex_spec(self, H: int, W: int) -> "FlexSpec":
+        """How tokens group for flex (mechanisms/flex.py ``FlexSpec``). Default: one group, row-major,
+        blocks classified by evaluating the rule on every pair (correct for any rule; O(N²) setup)."""
+        from .flex import FlexSpec
+
+        return FlexSpec(groups=torch.zeros(1, H, W, dtype=torch.long), exact=False)
+
+    def flex_logit_term(self) -> Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor] | None:
+        """Positional logit term as a vectorised fn(head, q_row, q_col, k_row, k_col) for score_mod, or None."""
+        return None
+
+    def flex_offset_bias(self) -> tuple[Tensor, Tensor] | None:
+        """Per-offset (key bias, value bias), each (heads, d, k²), of a neighbourhood mechanism, or None."""
+        return None
+
+    def flex_unsupported(self) -> str | None:
+        """Why *this configuration* cannot be expressed in flex exactly (option-dependent), or None."""
+        return None
 
     # ----------------------------------------------------------------------- shared operations
     def _dropout_p(self) -> float:

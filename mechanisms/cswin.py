@@ -27,6 +27,7 @@ from .base import (
     window_partition,
     window_reverse,
 )
+from .flex import FlexSpec
 from .registry import register
 
 
@@ -138,6 +139,13 @@ class CSWinAttention(AttentionBase):
         weight = torch.cat([conv.weight for conv in self.lepe]).view(heads, d, 9)
         bias = torch.cat([conv.bias for conv in self.lepe]).view(1, heads, 1, d)
         return torch.einsum("bhrcdk,hdk->bhrcd", taps, weight).reshape(B, heads, N, d) + bias
+
+    def flex_spec(self, H: int, W: int) -> FlexSpec:
+        """Vertical stripes (column // sw) for branch A, horizontal (row // sw) for branch B: exact."""
+        rows = torch.arange(H)[:, None].expand(H, W)
+        cols = torch.arange(W)[None, :].expand(H, W)
+        sw = self.split_size
+        return FlexSpec(groups=torch.stack([torch.div(cols, sw, rounding_mode="floor"), torch.div(rows, sw, rounding_mode="floor")]), exact=True)
 
     def pattern(self, H: int, W: int) -> AttentionPattern:
         self.check_size(H, W)
