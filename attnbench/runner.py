@@ -126,12 +126,9 @@ def unsupported_reason(case: Case) -> str | None:
     reason = devices.unavailable_reason(case.device)
     if reason:
         return reason
-    if case.backend == "xformers":
-        from mechanisms.global_attention import xformers_available
+    from .backend_support import case_unavailable_reason
 
-        ok, why = xformers_available(case.device, case.torch_dtype)
-        return None if ok else why
-    return None
+    return case_unavailable_reason(case)
 
 
 def plan(suite: Suite, cases: list[Case], peaks: dict[str, dict[str, float]]) -> Plan:

@@ -24,6 +24,7 @@ from ..case import Case
 
 # name -> module path; imported lazily so `import attnbench` stays cheap.
 METRIC_MODULES: dict[str, str] = {
+    "backend": "attnbench.metrics.backend",
     "flops": "attnbench.metrics.flops",
     "params": "attnbench.metrics.params",
     "memory": "attnbench.metrics.memory",
