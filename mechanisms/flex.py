@@ -170,18 +170,20 @@ class FlexLayout:
     halo: int
 
 
-def _block_for(size: int, device_type: str) -> int:
+def _block_for(size: int, device_type: str, exact_sizes: bool = True) -> int:
     """Block length for groups of at most ``size`` tokens.
 
-    CPU: the group itself up to 128 tokens (a 49-token window is one 49-token block); larger groups
-    take the multiple of 16 up to 128 that pads them least (1568-token stripes: 14 blocks of 112;
-    odd sizes such as 121 measured ~5x slower in the CPU template). GPUs: 128, which every default
-    Triton tile (BLOCK_M/BLOCK_N, forward and backward) divides.
+    CPU, float32: the group itself up to 128 tokens (a 49-token window is one 49-token block). CPU,
+    bfloat16/float16 (``exact_sizes=False``): rounded up to a multiple of 16 -- torch 2.13's CPU
+    template returns wrong values or NaN for low-precision blocks of 17 or 49 (measured: rel L2 0.56
+    on Swin, NaN on axial; exact with 32 and 64). Larger groups take the multiple of 16 up to 128 that
+    pads them least (1568-token stripes: 14 blocks of 112; odd sizes such as 121 measured ~5x slower).
+    GPUs: 128, which every default Triton tile (BLOCK_M/BLOCK_N, forward and backward) divides.
     """
     if device_type != "cpu":
         return GPU_BLOCK
     if size <= CPU_MAX_BLOCK:
-        return size
+        return size if exact_sizes else ceil_div(size, 16) * 16
     return min(range(16, CPU_MAX_BLOCK + 1, 16), key=lambda b: (ceil_div(size, b) * b, -b))
 
 
@@ -216,20 +218,19 @@ def ceil_div_t(a: Tensor, b: int) -> Tensor:
     return torch.div(a + b - 1, b, rounding_mode="floor")
 
 
-def _partition_branch(groups: Tensor, device_type: str, block: int | None) -> dict[str, Tensor]:
+def _partition_branch(groups: Tensor, device_type: str, block: int) -> dict[str, Tensor]:
     """Q and KV slots of one branch whose groups partition the grid (keys = the group itself)."""
     H, W = groups.shape
     g = groups.reshape(-1)
     tokens = torch.arange(H * W, device=g.device)
-    if block is None:
-        block = _block_for(int(torch.bincount(torch.unique(g, return_inverse=True)[1]).max()), device_type)
     src, seg, slot_of, seg_full = _pack(g, tokens, block)
     return {"q_src": src, "q_seg": seg, "q_of_token": slot_of, "q_seg_full": seg_full,
             "kv_src": src, "kv_seg": torch.where(seg >= 0, seg, torch.full_like(seg, -2)), "block": (block, block),
             "kv_row": torch.div(src, W, rounding_mode="floor"), "kv_col": src % W}
 
 
-def _neighbourhood_branch(H: int, W: int, reach: int, halo: int, device_type: str, device: Any) -> dict[str, Tensor]:
+def _neighbourhood_branch(H: int, W: int, reach: int, halo: int, device_type: str, device: Any,
+                          exact_sizes: bool = True) -> dict[str, Tensor]:
     """Queries in t x t tiles; each tile's keys are the tile grown by ``reach`` (clipped to the
     halo'd map), laid out per tile, so one query block meets exactly one key block."""
     t = 8  # 64 queries a block; their keys (t + 2·reach)² = 100 for 3x3 neighbourhoods
@@ -237,11 +238,11 @@ def _neighbourhood_branch(H: int, W: int, reach: int, halo: int, device_type: st
     cols = torch.arange(W, device=device)
     tiles_w = ceil_div(W, t)
     tile = (torch.div(rows, t, rounding_mode="floor")[:, None] * tiles_w + torch.div(cols, t, rounding_mode="floor")[None, :])
-    q_block = _block_for(t * t, device_type)
+    q_block = _block_for(t * t, device_type, exact_sizes)
     q_src, q_seg, q_of, q_seg_full = _pack(tile.reshape(-1), torch.arange(H * W, device=device), q_block)
     # Keys of tile (a, b): rows [a·t - reach, a·t + t + reach), cols likewise, inside [-halo, H + halo).
     side = t + 2 * reach
-    kv_block = _block_for(side * side, device_type)
+    kv_block = _block_for(side * side, device_type, exact_sizes)
     n_tiles = ceil_div(H, t) * tiles_w
     a = torch.div(torch.arange(n_tiles, device=device), tiles_w, rounding_mode="floor")
     b = torch.arange(n_tiles, device=device) % tiles_w
@@ -271,20 +272,21 @@ def _stack(branches: list[dict[str, Tensor]], heads: int, name: str, length: int
     return torch.stack(rows).repeat_interleave(per, dim=0)
 
 
-def build_layout(module: Any, H: int, W: int, device: torch.device) -> FlexLayout:
-    """The slot tables and BlockMask for ``module`` at H x W on ``device`` (see FlexLayout)."""
+def build_layout(module: Any, H: int, W: int, device: torch.device, dtype: torch.dtype = torch.float32) -> FlexLayout:
+    """The slot tables and BlockMask for ``module`` at H x W on ``device`` for ``dtype`` (see FlexLayout)."""
     from torch.nn.attention.flex_attention import BlockMask
 
     pattern = module.pattern(H, W)
     spec: FlexSpec = module.flex_spec(H, W)
     heads, N, kind = module.num_heads, H * W, device.type
+    exact_sizes = dtype == torch.float32
     if spec.groups is not None:
         groups = spec.groups.to(device)
         sizes = [int(torch.unique(g, return_counts=True)[1].max()) for g in groups]
-        block = _block_for(max(sizes), kind)
+        block = _block_for(max(sizes), kind, exact_sizes)
         branches = [_partition_branch(g, kind, block) for g in groups]
     else:
-        branches = [_neighbourhood_branch(H, W, spec.reach, spec.halo, kind, device)]
+        branches = [_neighbourhood_branch(H, W, spec.reach, spec.halo, kind, device, exact_sizes)]
     bq, bkv = branches[0]["block"]
     Lq = max(b["q_src"].numel() for b in branches)
     Lkv = max(b["kv_src"].numel() for b in branches)
@@ -383,13 +385,14 @@ def _evaluate(tab: dict[str, Tensor], rule: Any, h: int, qi: Tensor, ki: Tensor,
 _LAYOUTS: dict[tuple, FlexLayout] = {}
 
 
-def layout_for(module: Any, H: int, W: int, device: torch.device) -> FlexLayout:
-    """Cached :func:`build_layout`: once per (mechanism type, rule, heads, spec, H, W, device)."""
+def layout_for(module: Any, H: int, W: int, device: torch.device, dtype: torch.dtype) -> FlexLayout:
+    """Cached :func:`build_layout`: once per (mechanism type, rule, heads, H, W, device, fp32 or not)."""
     pattern = module.pattern(H, W)
-    key = (type(module).__qualname__, pattern.rule.__name__, pattern.name, module.num_heads, H, W, str(device))
+    key = (type(module).__qualname__, pattern.rule.__name__, pattern.name, module.num_heads, H, W, str(device),
+           dtype == torch.float32)
     layout = _LAYOUTS.get(key)
     if layout is None:
-        layout = _LAYOUTS[key] = build_layout(module, H, W, device)
+        layout = _LAYOUTS[key] = build_layout(module, H, W, device, dtype)
     return layout
 
 
@@ -411,7 +414,7 @@ def flex_attend(module: Any, q: Tensor, k: Tensor, v: Tensor, H: int, W: int) ->
     if reason:
         raise NotImplementedError(reason)
     B, heads, N, d = q.shape
-    lay = layout_for(module, H, W, q.device)
+    lay = layout_for(module, H, W, q.device, q.dtype)
     if lay.halo:  # keys and values come from the zero-padded map (virtual border keys)
         r = lay.halo
         pad = lambda t: F.pad(t.reshape(B, heads, H, W, -1), (0, 0, r, r, r, r)).reshape(B, heads, -1, t.shape[-1])  # noqa: E731
