@@ -161,6 +161,11 @@ def render_markdown_and_files(run: Run, baseline: str = "global", with_plots: bo
     fails = tables.failures(res)
     if not fails.empty:
         md += ["## Cases that did not run", "", fails.fillna("").to_markdown(index=False), ""]
+    from .backends_section import render as backends_section
+
+    section = backends_section(res)
+    if section:
+        md += [section.rstrip(), ""]
     acc = _accuracy_section(run, root)
     if acc:
         md += [acc.rstrip(), ""]
