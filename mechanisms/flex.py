@@ -25,6 +25,7 @@ own message, and ``unavailable_reason`` reports the same for ``mode='train'``.
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 import shutil
 import time
@@ -82,6 +83,11 @@ def flex_unavailable_reason(device: str | torch.device, dtype: torch.dtype, mode
             return "torch.compile on CPU needs a C++ compiler (g++/clang++; set CXX) and none is on PATH"
         if mode == "train":
             return cpu_backward_reason()
+    if kind == "mps":
+        try:
+            importlib.import_module("torch._inductor.kernel.flex.flex_mps")
+        except ImportError:
+            return f"torch {torch.__version__} has no compiled FlexAttention for MPS; use a newer torch or backend='native'"
     if kind == "cuda":
         try:
             from torch.utils._triton import has_triton
@@ -231,34 +237,36 @@ def _partition_branch(groups: Tensor, device_type: str, block: int) -> dict[str,
 
 def _neighbourhood_branch(H: int, W: int, reach: int, halo: int, device_type: str, device: Any,
                           exact_sizes: bool = True) -> dict[str, Tensor]:
-    """Queries in t x t tiles; each tile's keys are the tile grown by ``reach`` (clipped to the
-    halo'd map), laid out per tile, so one query block meets exactly one key block."""
-    t = 8  # 64 queries a block; their keys (t + 2·reach)² = 100 for 3x3 neighbourhoods
+    """Queries in tr x tc tiles; each tile's keys are the tile grown by ``reach`` (clipped to the
+    halo'd map), laid out per tile, so one query block meets only its own tile's key blocks.
+
+    CPU: 8 x 8 tiles (64 queries; 100 keys for 3x3 neighbourhoods). GPUs: 8 x 16 = 128, one Triton block.
+    """
+    tr, tc = (8, 8) if device_type == "cpu" else (8, 16)
     rows = torch.arange(H, device=device)
     cols = torch.arange(W, device=device)
-    tiles_w = ceil_div(W, t)
-    tile = (torch.div(rows, t, rounding_mode="floor")[:, None] * tiles_w + torch.div(cols, t, rounding_mode="floor")[None, :])
-    q_block = _block_for(t * t, device_type, exact_sizes)
+    tiles_w = ceil_div(W, tc)
+    tile = (torch.div(rows, tr, rounding_mode="floor")[:, None] * tiles_w + torch.div(cols, tc, rounding_mode="floor")[None, :])
+    q_block = _block_for(tr * tc, device_type, exact_sizes)
     q_src, q_seg, q_of, q_seg_full = _pack(tile.reshape(-1), torch.arange(H * W, device=device), q_block)
-    # Keys of tile (a, b): rows [a·t - reach, a·t + t + reach), cols likewise, inside [-halo, H + halo).
-    side = t + 2 * reach
-    kv_block = _block_for(side * side, device_type, exact_sizes)
-    n_tiles = ceil_div(H, t) * tiles_w
+    # Keys of tile (a, b): rows [a·tr - reach, a·tr + tr + reach), cols likewise, inside [-halo, H + halo).
+    side_r, side_c = tr + 2 * reach, tc + 2 * reach
+    kv_block = _block_for(side_r * side_c, device_type, exact_sizes)
+    n_tiles = ceil_div(H, tr) * tiles_w
     a = torch.div(torch.arange(n_tiles, device=device), tiles_w, rounding_mode="floor")
     b = torch.arange(n_tiles, device=device) % tiles_w
-    off = torch.arange(side, device=device) - reach
-    kr = (a[:, None, None] * t + off[None, :, None]).expand(n_tiles, side, side)
-    kc = (b[:, None, None] * t + off[None, None, :]).expand(n_tiles, side, side)
+    kr = (a[:, None, None] * tr + torch.arange(side_r, device=device)[None, :, None] - reach).expand(n_tiles, side_r, side_c)
+    kc = (b[:, None, None] * tc + torch.arange(side_c, device=device)[None, None, :] - reach).expand(n_tiles, side_r, side_c)
     inside = (kr >= -halo) & (kr < H + halo) & (kc >= -halo) & (kc < W + halo)
     Wp = W + 2 * halo
     key_src = torch.where(inside, (kr + halo) * Wp + kc + halo, torch.zeros_like(kr))
-    per_tile = ceil_div(side * side, kv_block) * kv_block
-    pad = per_tile - side * side
+    per_tile = ceil_div(side_r * side_c, kv_block) * kv_block
+    pad = per_tile - side_r * side_c
 
     def lay(t_: Tensor, fill: int) -> Tensor:
         return F.pad(t_.reshape(n_tiles, -1), (0, pad), value=fill).reshape(-1)
 
-    seg = torch.arange(n_tiles, device=device)[:, None, None].expand(n_tiles, side, side)
+    seg = torch.arange(n_tiles, device=device)[:, None, None].expand(n_tiles, side_r, side_c)
     kv_seg = lay(torch.where(inside, seg, torch.full_like(seg, -2)), -2)
     return {"q_src": q_src, "q_seg": q_seg, "q_of_token": q_of, "q_seg_full": q_seg_full,
             "kv_src": lay(key_src, 0), "kv_seg": kv_seg,
@@ -272,13 +280,17 @@ def _stack(branches: list[dict[str, Tensor]], heads: int, name: str, length: int
     return torch.stack(rows).repeat_interleave(per, dim=0)
 
 
-def build_layout(module: Any, H: int, W: int, device: torch.device, dtype: torch.dtype = torch.float32) -> FlexLayout:
-    """The slot tables and BlockMask for ``module`` at H x W on ``device`` for ``dtype`` (see FlexLayout)."""
+def build_layout(module: Any, H: int, W: int, device: torch.device, dtype: torch.dtype = torch.float32,
+                 kind: str | None = None) -> FlexLayout:
+    """The slot tables and BlockMask for ``module`` at H x W on ``device`` for ``dtype`` (see FlexLayout).
+
+    ``kind`` overrides the device type that picks block sizes (tests build the GPU layout on a CPU).
+    """
     from torch.nn.attention.flex_attention import BlockMask
 
     pattern = module.pattern(H, W)
     spec: FlexSpec = module.flex_spec(H, W)
-    heads, N, kind = module.num_heads, H * W, device.type
+    heads, N, kind = module.num_heads, H * W, kind or device.type
     exact_sizes = dtype == torch.float32
     if spec.groups is not None:
         groups = spec.groups.to(device)

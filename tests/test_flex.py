@@ -98,14 +98,17 @@ def _kernel_mask(layout, heads: int) -> torch.Tensor:
     return out
 
 
+@pytest.mark.parametrize("kind,dtype", [("cpu", torch.float32), ("cpu", torch.bfloat16), ("cuda", torch.float32)],
+                         ids=["cpu-fp32", "cpu-bf16", "gpu-blocks"])
 @pytest.mark.parametrize("H,W", [(14, 14), (13, 17), (5, 9)])
 @pytest.mark.parametrize("name,opts", FLEX + [("cswin", {"split_size": 3}), ("pale", {"pale_size": (2, 3)}),
                                              ("swin", {"window_size": 4, "shift": 2})])
-def test_block_mask_and_layout_reproduce_the_pattern(name, opts, H, W):
+def test_block_mask_and_layout_reproduce_the_pattern(name, opts, H, W, kind, dtype):
     """Mapped back to tokens, what the kernel lets each query see is exactly the pattern (Slide: the
-    in-grid neighbours plus one virtual border key per missing neighbour, k² in all)."""
+    in-grid neighbours plus one virtual border key per missing neighbour, k² in all). Also for the GPU
+    layout (128-token blocks, 8x16 tiles), built here on the CPU."""
     m = _build(name, opts, "flex")
-    lay = build_layout(m, H, W, torch.device("cpu"))
+    lay = build_layout(m, H, W, torch.device("cpu"), dtype, kind=kind)
     dense = _kernel_mask(lay, HEADS)
     N = H * W
     tokens = torch.arange(N)
@@ -166,3 +169,27 @@ def test_cpu_flex_with_gradients_raises_torchs_reason_and_never_falls_back_to_ea
         m(_input(4, 6))
     compiled_flex()
     assert torch._dynamo.config.fail_on_recompile_limit_hit  # a recompile storm raises, never runs eager
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,opts", FLEX, ids=IDS)
+def test_gpu_layout_computes_the_reference(name, opts, monkeypatch):
+    """The CUDA path's layout (128-token blocks, 8x16 Slide tiles), run here through eager flex on the
+    CPU (float64, small map): the same gathers, score_mod terms and order undoing as on a GPU."""
+    import warnings
+
+    import mechanisms.flex as fx
+    from torch.nn.attention.flex_attention import flex_attention
+
+    real = fx.build_layout
+    monkeypatch.setattr(fx, "build_layout", lambda m, H, W, device, dtype: real(m, H, W, device, dtype, kind="cuda"))
+    monkeypatch.setattr(fx, "compiled_flex", lambda: flex_attention)
+    monkeypatch.setattr(fx, "_LAYOUTS", {})
+    monkeypatch.setattr(fx, "_FIRST_CALL_S", {})
+    m = _build(name, opts, "flex").double()
+    x = _input(9, 11, torch.float64)[:1]
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # eager flex warns that it is unfused; correctness is all we ask here
+        y = m(x)
+    assert fx.flex_stats(m)["flex_block_size"] == 128
+    torch.testing.assert_close(y, reference_forward(m, x), rtol=0, atol=1e-10)
