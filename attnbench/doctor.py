@@ -142,8 +142,8 @@ def check_one(name: str, label: str, opts: dict[str, Any], backend: str, dtype: 
     try:
         torch.manual_seed(0)
         module = mechanisms.build(name, dim, heads, backend=backend, **opts)
-        if reason is None and hasattr(module, "flex_unsupported") and backend == "flex":
-            reason = module.flex_unsupported()
+        if reason is None and hasattr(module, "configured_unavailable_reason"):
+            reason = module.configured_unavailable_reason()
         if reason:
             row.status, row.reason = "unavailable", reason
             return row

@@ -9,12 +9,14 @@ receptive-field maps and block-sparse backends all read the same single pattern 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Literal
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
+
+from .reference import DenseForm
 
 # (head, q_row, q_col, k_row, k_col) -> bool; all arguments are broadcastable integer tensors.
 MaskRule = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
@@ -165,6 +167,8 @@ class AttentionBase(nn.Module):
     """
 
     backends: ClassVar[tuple[str, ...]] = ("native", "masked", "flex")
+    # Backends that compile on first call (their first-call time is reported as ``compile_s``).
+    compiled_backends: ClassVar[tuple[str, ...]] = ("flex",)
     two_branch: ClassVar[bool] = False
     mechanism_name: ClassVar[str] = ""
     # Chebyshev radius of the spatial convs that feed q/k/v from the input map (Pale's depthwise 3x3
@@ -251,20 +255,6 @@ class AttentionBase(nn.Module):
             out = out + extra
         return self.merge_heads(out, H, W)
 
-    # ------------------------------------------------------------------------------ availability
-    @classmethod
-    def unavailable_reason(cls, backend: str, device: str, dtype: torch.dtype, mode: str = "forward") -> str | None:
-        """None when ``backend`` can run on ``device`` in ``dtype`` and ``mode``; else one line saying why
-        (the harness writes the row as ``unsupported`` with it). Subclasses extend it (call super first)."""
-        name = cls.mechanism_name or cls.__name__
-        if backend not in cls.backends:
-            return f"{name} has no backend {backend!r}; it has {list(cls.backends)}"
-        if backend == "flex":
-            from .flex import flex_unavailable_reason
-
-            return flex_unavailable_reason(device, dtype, mode)
-        return None
-
     # ----------------------------------------------------------------- hooks for the flex backend
     def flex_spec(self, H: int, W: int) -> "FlexSpec":
         """How tokens group for flex (mechanisms/flex.py ``FlexSpec``). Default: one group, row-major,
@@ -281,8 +271,10 @@ class AttentionBase(nn.Module):
         """Per-offset (key bias, value bias), each (heads, d, k²), of a neighbourhood mechanism, or None."""
         return None
 
-    def flex_unsupported(self) -> str | None:
-        """Why *this configuration* cannot be expressed in flex exactly (option-dependent), or None."""
+    def configured_unavailable_reason(self) -> str | None:
+        """Why this *configured* module's backend cannot run, when that depends on its options (Slide's
+        learnable branch has no exact flex form), or None. The class-level ``unavailable_reason`` covers
+        device, dtype and mode; the harness asks this on a meta-device build before running a case."""
         return None
 
     # ----------------------------------------------------------------------- shared operations
@@ -322,6 +314,72 @@ class AttentionBase(nn.Module):
     def flops(self, H: int, W: int) -> dict[str, int]:  # pragma: no cover - abstract
         """Analytic MACs of one forward at batch 1, by part, with the sum under ``"total"``."""
         raise NotImplementedError
+
+    # ------------------------------------------------ the contract the harness relies on (no names)
+    @classmethod
+    def unavailable_reason(cls, backend: str, device: str, dtype: torch.dtype, mode: str = "forward") -> str | None:
+        """Why ``backend`` cannot run on ``device`` in ``dtype`` and ``mode``, or None when it can.
+
+        Why on the class: the harness asks before building anything, and a row that cannot run must
+        say why in the mechanism's words (xformers on a CPU, flex training on CPU). Subclasses that
+        add a device-bound backend extend this (call ``super()`` first).
+        """
+        if backend not in cls.backends:
+            name = cls.mechanism_name or cls.__name__
+            return f"{name} has no backend {backend!r}; choose one of {list(cls.backends)}"
+        if backend == "flex":
+            from .flex import flex_unavailable_reason
+
+            return flex_unavailable_reason(device, dtype, mode)
+        return None
+
+    def deploy(self) -> nn.Module:
+        """The module as it is served for inference. Identity unless a mechanism has a training-only
+        structure that merges away (Slide's two shift convs); ``mode: forward`` measures this form."""
+        return self
+
+    @classmethod
+    def layer_options(cls, options: dict[str, Any], index: int) -> dict[str, Any]:
+        """Options of block ``index`` (0-based) of a backbone built from one configuration.
+
+        Why here: alternation is part of a mechanism's design (Swin shifts every other block), so a
+        backbone asks the mechanism instead of knowing its option names. Default: every block alike.
+        """
+        return dict(options)
+
+    def dense_form(self, x: Tensor) -> DenseForm:
+        """Everything the float64 reference needs as dense tensors, from the positional hooks.
+
+        Override when attention is not over plain tokens (Slide: keys are per-offset conv outputs).
+        """
+        B, H, W, _ = x.shape
+        q, k, v = self.token_qkv(x)
+        return DenseForm(q=q, k=k, v=v, allowed=self.pattern(H, W).dense(x.device),
+                         logit_bias=self.logit_bias(H, W), output_add=self.output_term(q, k, v, H, W))
+
+    def attention_memory_bytes(self, batch: int, H: int, W: int, element_size: int, train: bool,
+                               device: str = "cpu") -> int:
+        """Bytes the attention of the selected backend holds beyond the token activations.
+
+        The memory predictor adds this to parameters and activations to skip cases that cannot fit,
+        so each backend states its own footprint here: ``masked`` builds dense (B, h, N, N) logits
+        and probabilities (x2 kept for backward in training), the (h, N, N) boolean mask from int64
+        coordinate broadcasts (~3·8 bytes a pair) and, with a positional bias, a float copy of it.
+        ``native`` runs fused SDPA on CPU and CUDA (O(N·d): nothing extra); on MPS, whose SDPA
+        materialises the logits, it costs B·h·N·K with K the keys per query from the attention MACs.
+        """
+        N, h = H * W, self.num_heads
+        keep = 4 if train else 2
+        if self.backend == "masked":
+            extra = batch * h * N * N * element_size * keep + N * N * (3 * 8 + h)
+            if type(self).logit_bias is not AttentionBase.logit_bias:
+                extra += h * N * N * element_size * 2
+            return extra
+        if device == "mps":
+            parts = self.flops(H, W)
+            keys_per_query = parts.get("attention", 0) / max(2 * N * self.dim, 1)
+            return int(batch * h * N * keys_per_query * element_size * keep)
+        return 0
 
     def dependency_mask(self, H: int, W: int, token: int) -> Tensor:
         """Bool (H, W): the input tokens the output at ``token`` (row-major index) depends on.

@@ -422,7 +422,7 @@ def flex_attend(module: Any, q: Tensor, k: Tensor, v: Tensor, H: int, W: int) ->
         reason = cpu_backward_reason()
         if reason:
             raise NotImplementedError(f"{reason} (run the forward under torch.no_grad() or torch.inference_mode())")
-    reason = module.flex_unsupported()
+    reason = module.configured_unavailable_reason()
     if reason:
         raise NotImplementedError(reason)
     B, heads, N, d = q.shape

@@ -86,19 +86,21 @@ def test_check_size_keeps_small_maps_and_scales_large_ones():
 def _row(mech, backend, size, status="ok", ms=None, mib=None, **extra):
     return {"mechanism": mech, "backend": backend, "options": json.dumps({"backend": backend}), "height": size,
             "width": size, "device": "cpu", "dtype": "float32", "mode": "forward", "status": status,
-            "latency_ms": ms, "peak_memory_mib": mib, "compile_mode": "eager", **extra}
+            "latency_ms": ms, "peak_memory_mib": mib, "compile_mode": "eager" if status == "ok" else None, **extra}
 
 
 def test_backends_section_gives_speedup_over_masked_memory_and_compile_time():
     res = pd.DataFrame([
         _row("swin", "masked", 56, ms=40.0, mib=300.0),
         _row("swin", "native", 56, ms=4.0, mib=20.0),
-        _row("swin", "flex", 56, ms=5.0, mib=25.0, compile_s=7.25, flex_block_sparsity=0.984375),
+        _row("swin", "flex", 56, ms=5.0, mib=25.0, compile_s=7.25, flex_block_sparsity=0.984375, compile_mode="compiled"),
         _row("swin", "masked", 224, status="oom"),
-        _row("swin", "flex", 224, ms=80.0, mib=400.0, compile_s=9.0, flex_block_sparsity=0.999),
+        _row("swin", "flex", 224, ms=80.0, mib=400.0, compile_s=9.0, flex_block_sparsity=0.999, compile_mode="compiled"),
     ])
     md = render(res)
     lines = [line for line in md.splitlines() if line.startswith("| swin")]
-    assert lines[0] == "| swin | 56×56 | 4.00 | 20.0 | 10.00 | 40.0 | 300 | 5.00 | 25.0 | 8.00 | 7.2 | 0.9844 |"
-    assert lines[1].startswith("| swin | 224×224 |  |  |  | oom | oom | 80.0 | 400 |  | 9.0 | 0.9990 |")
-    assert render(res[res["backend"] == "flex"].drop(columns="compile_mode")) is None  # one backend: no section
+    # columns in the suite's order: masked, native (+ speed-up), flex (+ speed-up), then flex's compile facts
+    assert lines[0] == "| swin | 56×56 | 40.0 | 300 | 4.00 | 20.0 | 10.00 | 5.00 | 25.0 | 8.00 | 7.2 | 0.9844 |"
+    assert lines[1] == "| swin | 224×224 | oom | oom |  |  |  | 80.0 | 400 |  | 9.0 | 0.9990 |"
+    assert render(res[res["backend"] == "flex"]) is None  # one backend: nothing to compare
+    assert render(res.drop(columns="compile_mode")) is None  # the backend metric did not run

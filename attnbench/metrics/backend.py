@@ -23,11 +23,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..fidelity_rule import Factors, compare
-from . import MetricContext
-
-NAME = "backend"
-OPTIONS_KEY = "backend"
-EXCLUSIVE = False
+from ..results_schema import Column
+from . import Metric, MetricContext, register
 
 
 class Options(BaseModel):
@@ -49,13 +46,14 @@ def check_size(H: int, W: int, max_tokens: int) -> tuple[int, int]:
 
 
 def measure(ctx: MetricContext) -> dict[str, Any]:
+    import mechanisms
     from mechanisms.flex import COMPILE_MODE, flex_stats
 
     opts: Options = ctx.options
     case = ctx.case
     train = case.mode == "train"
-    cols: dict[str, Any] = {"torch_version": torch.__version__,
-                            "compile_mode": COMPILE_MODE if case.backend == "flex" else "eager"}
+    compiled = case.backend in getattr(mechanisms.get(case.mechanism), "compiled_backends", ())
+    cols: dict[str, Any] = {"torch_version": torch.__version__, "compile_mode": COMPILE_MODE if compiled else "eager"}
     if opts.check:
         h, w = check_size(case.height, case.width, opts.max_check_tokens)
         module = ctx.build_module()
@@ -66,7 +64,7 @@ def measure(ctx: MetricContext) -> dict[str, Any]:
         if not row["fid_pass"]:
             raise BackendDisagrees(f"{case.backend} disagrees with the float64 reference at {h}x{w}: "
                                    f"{row.get('fid_reason') or 'see fidelity columns'}")
-    if case.backend == "flex":
+    if compiled:
         module = ctx.build_module().eval()
         with torch.no_grad():
             module(ctx.make_input())  # the case's own size: compile (timed once per process) and layout
@@ -74,3 +72,31 @@ def measure(ctx: MetricContext) -> dict[str, Any]:
         cols.update(flex_block_sparsity=stats.get("flex_block_sparsity"), compile_s=stats.get("compile_s"),
                     flex_block_size=stats.get("flex_block_size"))
     return cols
+
+
+def _section(run: Any, out_dir: Any) -> str | None:
+    from ..report.backends_section import render
+
+    return render(run.results)
+
+
+METRIC = register(Metric(
+    name="backend",
+    measure=measure,
+    doc="the case's backend judged against the float64 reference before timing (error row when it disagrees); "
+        "torch version, compile mode, flex block sparsity and compile time",
+    columns=(
+        Column("check_size", "str", doc="HxW the reference check ran at (the case's, or scaled down)"),
+        Column("backend_rel_l2", "float", doc="relative L2 error of the output against the float64 reference"),
+        Column("backend_grad_rel_l2", "float", doc="the same for the input gradient (train)"),
+        Column("torch_version", "str"),
+        Column("compile_mode", "str", doc="eager, or how a compiled backend was compiled"),
+        Column("flex_block_sparsity", "float", doc="fraction of (query block, key block) tiles flex skips"),
+        Column("flex_block_size", "int", "tokens"),
+        Column("compile_s", "float", "s", "first call of the compiled kernel at the case's size, compile included"),
+    ),
+    options=Options,
+    options_key="backend",
+    steps=lambda opts: 2 if opts.check else 1,
+    report_section=_section,
+))

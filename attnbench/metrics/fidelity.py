@@ -28,12 +28,10 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+# The rule itself lives free of pydantic (attnbench doctor needs it on a bare machine).
 from ..fidelity_rule import FLOAT64_ATOL, GRAD_CAP_FACTOR, REL_L2_CAP, compare, errors, judge, rounding  # noqa: F401
-from . import MetricContext
-
-NAME = "fidelity"
-OPTIONS_KEY = "fidelity"
-EXCLUSIVE = False
+from ..results_schema import Column, stored_bool
+from . import Metric, MetricContext, SummaryColumn, register
 
 
 class Options(BaseModel):
@@ -49,3 +47,24 @@ def measure(ctx: MetricContext) -> dict[str, Any]:
     module = ctx.build_module()
     x = ctx.make_input()
     return compare(module, x, ctx.case.mode == "train", ctx.options, seed=ctx.case.seed)
+
+
+def _columns() -> tuple[Column, ...]:
+    kinds = {"max_abs": "float", "mean_abs": "float", "rel_l2": "float", "cosine": "float", "base_max_abs": "float",
+             "base_rel_l2": "float", "tol_max_abs": "float", "rel_l2_cap": "float", "pass": "bool", "reason": "str"}
+    return tuple(Column(f"fid_{part}{name}", kind) for part in ("", "grad_") for name, kind in kinds.items())
+
+
+def _pass_cell(row: Any) -> str:
+    return {True: "pass", False: "[red]FAIL[/red]", None: ""}[stored_bool(row.get("fid_pass"))]
+
+
+METRIC = register(Metric(
+    name="fidelity",
+    measure=measure,
+    doc="output (and, in train, gradient) error against the float64 reference, judged by the flash-attention rule",
+    columns=_columns(),
+    options=Options,
+    options_key="fidelity",
+    summary=(SummaryColumn("fidelity", "fid_pass", render=_pass_cell),),
+))

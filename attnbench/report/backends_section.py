@@ -20,8 +20,8 @@ BASELINE = "masked"
 
 
 def applies(res: pd.DataFrame) -> bool:
-    """Render when the run compares backends (the ``backend`` metric ran, or several backends appear)."""
-    return "compile_mode" in res.columns or ("backend" in res.columns and res["backend"].nunique() > 1)
+    """Render when the ``backend`` metric ran and the run has more than one backend to compare."""
+    return "compile_mode" in res.columns and "backend" in res.columns and res["backend"].nunique() > 1
 
 
 def _config(options: Any) -> str:
@@ -55,6 +55,9 @@ def render(res: pd.DataFrame) -> str | None:
     if res.empty or not applies(res):
         return None
     frame = res.copy()
+    for column in ("latency_ms", "peak_memory_mib", "compile_s", "flex_block_sparsity"):
+        if column not in frame.columns:
+            frame[column] = None  # a backends run without time or memory still gets its table
     frame["config"] = frame["mechanism"].astype(str) + frame["options"].map(lambda o: f"[{_config(o)}]" if _config(o) else "")
     md = ["## Backends", "",
           f"Per mechanism configuration and size: latency (ms, median), speed-up over `{BASELINE}` "
@@ -62,13 +65,14 @@ def render(res: pd.DataFrame) -> str | None:
           "(s) and the fraction of attention blocks it skips. Correctness was checked against the float64 reference "
           "before timing (column `check_size` in results.csv); cells show the status of cases that did not run.", ""]
     for (device, dtype, mode), group in frame.groupby(["device", "dtype", "mode"], sort=True):
-        backends = [b for b in ("native", "masked", "flex", "math", "im2col", "xformers") if b in set(group["backend"])]
-        backends += sorted(set(group["backend"]) - set(backends))
+        backends = list(dict.fromkeys(group["backend"].astype(str)))  # in the suite's order
         header = ["mechanism", "size"]
         for b in backends:
             header += [f"{b} ms", f"{b} MiB"] + ([f"{b} ×{BASELINE}"] if b != BASELINE else [])
-        if "flex" in backends:
-            header += ["flex compile s", "flex block sparsity"]
+        compiled = [b for b in backends if group.loc[group["backend"] == b, "compile_mode"].dropna().astype(str).ne("eager").any()] \
+            if "compile_mode" in group.columns else []
+        for b in compiled:
+            header += [f"{b} compile s", f"{b} block sparsity"]
         rows = []
         for (config, H, W), cell in group.groupby(["config", "height", "width"], sort=False):
             by_backend = {str(r["backend"]): r for _, r in cell.iterrows()}
@@ -81,8 +85,8 @@ def render(res: pd.DataFrame) -> str | None:
                 if b != BASELINE:
                     ms = float(r["latency_ms"]) if r is not None and str(r.get("status")) == "ok" else None
                     line.append(f"{base_ms / ms:.2f}" if base_ms and ms else "")
-            if "flex" in backends:
-                r = by_backend.get("flex")
+            for b in compiled:
+                r = by_backend.get(b)
                 line += [_cell(r, "compile_s", ".1f"), _cell(r, "flex_block_sparsity", ".4f")]
             rows.append(line)
         md += [f"### {device} · {dtype} · {mode}", "", *_table(header, rows), ""]

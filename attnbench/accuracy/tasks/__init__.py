@@ -1,6 +1,6 @@
 """Offline, seeded classification tasks for the accuracy metric, at any image side.
 
-    from attnbench import tasks
+    from attnbench.accuracy import tasks
     tasks.available()                          # ['digits', 'pairmatch', 'pathfinder', ...]
     train, test = tasks.load("pairmatch", size=32, n_train=4096, n_test=1000, seed=0)
 
@@ -27,35 +27,49 @@ from .base import TaskData
 
 @dataclass(frozen=True)
 class TaskInfo:
+    """One task: what a model sees and how its data is made.
+
+    A procedural task has a ``generate(labels, size, rng)`` and is split and cached here; a bundled
+    one (digits) has its own fixed ``splits(size, seed)`` and ignores the requested split sizes.
+    """
+
     name: str
     num_classes: int
     channels: int
-    procedural: bool
     summary: str
+    generate: Callable | None = None
+    splits: Callable | None = None
+
+    @property
+    def procedural(self) -> bool:
+        return self.generate is not None
 
 
-_GENERATORS: dict[str, Callable] = {"pairmatch": pairmatch.generate}
-_GENERATORS.update({name: pathfinder.generator(name) for name in pathfinder.PRESETS})
+def _tasks() -> dict[str, TaskInfo]:
+    out = {
+        "pairmatch": TaskInfo("pairmatch", pairmatch.NUM_CLASSES, pairmatch.CHANNELS,
+                              "two coloured squares in different quadrants: same colour?", generate=pairmatch.generate),
+        "digits": TaskInfo("digits", digits.NUM_CLASSES, digits.CHANNELS, "scikit-learn 8x8 handwritten digits, upsampled",
+                           splits=digits.splits),
+    }
+    for name, d in pathfinder.PRESETS.items():
+        out[name] = TaskInfo(name, pathfinder.NUM_CLASSES, pathfinder.CHANNELS,
+                             f"are the circles on one dashed path? ({d.contour_length} dashes, {d.distractors} distractors)",
+                             generate=pathfinder.generator(name))
+    return out
 
-_INFO: dict[str, TaskInfo] = {
-    "pairmatch": TaskInfo("pairmatch", pairmatch.NUM_CLASSES, pairmatch.CHANNELS, True,
-                          "two coloured squares in different quadrants: same colour?"),
-    "digits": TaskInfo("digits", digits.NUM_CLASSES, digits.CHANNELS, False,
-                       "scikit-learn 8x8 handwritten digits, upsampled"),
-}
-for _name, _d in pathfinder.PRESETS.items():
-    _INFO[_name] = TaskInfo(_name, pathfinder.NUM_CLASSES, pathfinder.CHANNELS, True,
-                            f"are the circles on one dashed path? ({_d.contour_length} dashes, {_d.distractors} distractors)")
+
+_TASKS: dict[str, TaskInfo] = _tasks()
 
 
 def available() -> list[str]:
-    return sorted(_INFO)
+    return sorted(_TASKS)
 
 
 def info(name: str) -> TaskInfo:
-    if name not in _INFO:
+    if name not in _TASKS:
         raise ValueError(f"unknown task {name!r}; choose one of {available()}")
-    return _INFO[name]
+    return _TASKS[name]
 
 
 def _source_hash() -> str:
@@ -94,15 +108,15 @@ def _save_cached(path: Path, train: TaskData, test: TaskData) -> None:
 
 def load(name: str, size: int, n_train: int, n_test: int, seed: int = 0, cache: bool = True) -> tuple[TaskData, TaskData]:
     """(train, test) for a task at ``size`` px. Digits has a fixed size; n_train/n_test apply to procedural tasks."""
-    info(name)
-    if name == "digits":
-        return digits.splits(size, seed)
+    task = info(name)
+    if task.splits is not None:
+        return task.splits(size, seed)
     path = cache_dir() / f"{name}-{size}-{n_train}-{n_test}-{seed}-{_source_hash()}.npz"
     if cache and path.exists():
         hit = _load_cached(path)
         if hit is not None:
             return hit
-    train, test = base.procedural_splits(_GENERATORS[name], _INFO[name].num_classes, size, n_train, n_test, seed)
+    train, test = base.procedural_splits(task.generate, task.num_classes, size, n_train, n_test, seed)
     if cache:
         _save_cached(path, train, test)
     return train, test
@@ -110,12 +124,12 @@ def load(name: str, size: int, n_train: int, n_test: int, seed: int = 0, cache: 
 
 def samples(name: str, size: int, n: int, seed: int = 0) -> TaskData:
     """A few balanced samples for previews and tests (never cached)."""
-    info(name)
-    if name == "digits":
-        return digits.splits(size, seed)[1].subset(np.arange(n))
+    task = info(name)
+    if task.splits is not None:
+        return task.splits(size, seed)[1].subset(np.arange(n))
     rng = base.split_rng(seed, "test")
-    labels = base.balanced_labels(n, _INFO[name].num_classes, rng)
-    images, meta = _GENERATORS[name](labels, size, rng)
+    labels = base.balanced_labels(n, task.num_classes, rng)
+    images, meta = task.generate(labels, size, rng)
     return TaskData(images, labels, meta)
 
 

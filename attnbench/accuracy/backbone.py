@@ -11,8 +11,9 @@ holds two given image regions, the logit is a sum of functions of each region al
 chance argument). A mechanism's own positional terms (Swin's bias, CSWin's LePE, Pale's conv
 projections, Slide's shift convs) are part of the mechanism and stay in.
 
-Blocks alternate the way the mechanism's own backbone does: a Swin entry with a shift uses plain
-windows in even blocks and the shifted windows in odd ones (``layer_options``).
+Blocks alternate the way the mechanism's own backbone does, as the mechanism declares it
+(``layer_options`` of the mechanism contract): a Swin entry with a shift uses plain windows in even
+blocks and the shifted windows in odd ones.
 """
 from __future__ import annotations
 
@@ -25,16 +26,30 @@ from torch import Tensor
 import mechanisms
 
 
-def layer_options(options: dict[str, Any], layer: int) -> dict[str, Any]:
-    """Mechanism options for block ``layer`` (0-based): shifted-window entries alternate plain/shifted."""
-    opts = dict(options)
-    if opts.get("shift", 0) != 0 and layer % 2 == 0:  # Swin: W-MSA in even blocks, SW-MSA in odd ones
-        opts["shift"] = 0
-    return opts
+def layer_options(mechanism: str, options: dict[str, Any], layer: int) -> dict[str, Any]:
+    """Options of block ``layer`` (0-based), as the mechanism alternates them."""
+    return mechanisms.get(mechanism).layer_options(options, layer)
+
+
+def attention_macs(mechanism: str, options: dict[str, Any], dim: int, num_heads: int, grid: tuple[int, int],
+                   depth: int) -> int:
+    """MACs of the ``depth`` attention layers for one image, block by block, through ``case_cost``
+    (the one place costs are derived from the mechanism contract)."""
+    from ..case import Case, freeze_options
+    from ..cost import case_cost
+
+    H, W = grid
+    total = 0
+    for i in range(depth):
+        opts = layer_options(mechanism, options, i)
+        case = Case(mechanism, mechanism, freeze_options(opts), H, W, 1, dim,
+                    num_heads, "float32", "cpu", "forward")
+        total += case_cost(case).macs
+    return total
 
 
 def build_attention_stack(mechanism: str, options: dict[str, Any], dim: int, num_heads: int, depth: int) -> list[nn.Module]:
-    return [mechanisms.build(mechanism, dim, num_heads, **layer_options(options, i)) for i in range(depth)]
+    return [mechanisms.build(mechanism, dim, num_heads, **layer_options(mechanism, options, i)) for i in range(depth)]
 
 
 def sincos_position_embedding(grid: tuple[int, int], dim: int) -> Tensor:
@@ -116,7 +131,6 @@ class Backbone(nn.Module):
         H, W = self.grid
         N, C, p = H * W, self.dim, self.patch_size
         total = N * C * self.in_channels * p * p  # patch embedding
-        for block in self.blocks:
-            total += block.attn.flops(H, W)["total"]
-            total += 2 * N * C * int(C * self.mlp_ratio)  # MLP
+        total += attention_macs(self.mechanism, self.options, C, self.blocks[0].attn.num_heads, self.grid, len(self.blocks))
+        total += len(self.blocks) * 2 * N * C * int(C * self.mlp_ratio)  # MLPs
         return total + C * self.num_classes
