@@ -98,3 +98,10 @@ def test_bad_device_is_one_line_exit_2(capsys):
     assert main(["doctor", "--device", "cuda"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("attnbench: error: --device cuda: cuda is not available") and len(err.splitlines()) == 1
+
+
+def test_table_shows_variant_labels_and_reasons_verbatim(capsys):
+    """Labels such as swin[shift=None] are text, not rich markup."""
+    code = doctor("cpu", ["float32"], ["forward"], ["swin"], ["native"], (4, 4))
+    out = capsys.readouterr().out
+    assert code == 0 and "swin[shift=None]" in out

@@ -113,7 +113,7 @@ def _print_env(console: Any, env: dict[str, Any]) -> None:
             value = ", ".join(f"{k} {v}" for k, v in value.items())
         elif isinstance(value, list):
             value = " ".join(value) or "-"
-        table.add_row(key, str(value))
+        table.add_row(key, escape(str(value)))
     console.print(table)
 
 
@@ -122,6 +122,7 @@ def _fmt(value: Any, spec: str) -> str:
 
 
 def _print_rows(console: Any, rows: list[Any], size: tuple[int, int]) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     colour = {"ok": "green", "unavailable": "dim", "fail": "red", "error": "red"}
@@ -130,7 +131,7 @@ def _print_rows(console: Any, rows: list[Any], size: tuple[int, int]) -> None:
                 "block sparsity", "reason"):
         table.add_column(col, overflow="fold")
     for r in rows:
-        table.add_row(r.label, r.backend, r.dtype, r.mode, f"[{colour[r.status]}]{r.status}[/]", _fmt(r.rel_l2, ".1e"),
+        table.add_row(escape(r.label), r.backend, r.dtype, r.mode, f"[{colour[r.status]}]{r.status}[/]", _fmt(r.rel_l2, ".1e"),
                       _fmt(r.grad_rel_l2, ".1e"), _fmt(r.latency_ms, ".3g"), _fmt(r.compile_s, ".1f"),
-                      _fmt(r.flex_block_sparsity, ".3f"), r.reason or "")
+                      _fmt(r.flex_block_sparsity, ".3f"), escape(r.reason or ""))
     console.print(table)
