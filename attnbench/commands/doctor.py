@@ -103,6 +103,7 @@ def doctor(device: str = "auto", dtypes: list[str] | None = None, modes: list[st
 
 
 def _print_env(console: Any, env: dict[str, Any]) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="attnbench doctor: environment", show_header=False)
