@@ -238,7 +238,7 @@ class AttentionBase(nn.Module):
         if bias is not None:
             mask = bias.masked_fill(~mask, float("-inf"))  # one pass over (heads, N, N)
         out = attend(q, k, v, mask, scale=self.scale, dropout_p=self._dropout_p())
-        extra = self.output_term(q, k, v, H, W)
+        extra = self.flex_output_term(q, k, v, H, W)
         if extra is not None:
             out = out + extra
         return self.merge_heads(out, H, W)
@@ -262,6 +262,11 @@ class AttentionBase(nn.Module):
         from .flex import FlexSpec
 
         return FlexSpec(groups=torch.zeros(1, H, W, dtype=torch.long), exact=False)
+
+    def flex_output_term(self, q: Tensor, k: Tensor, v: Tensor, H: int, W: int) -> Tensor | None:
+        """The non-logit output term for flex (default: ``output_term``, the reference's form). Override
+        when the fast path computes it much faster than the dense hook (CSWin's LePE on stripes)."""
+        return self.output_term(q, k, v, H, W)
 
     def flex_logit_term(self) -> Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor] | None:
         """Positional logit term as a vectorised fn(head, q_row, q_col, k_row, k_col) for score_mod, or None."""

@@ -193,3 +193,11 @@ def test_gpu_layout_computes_the_reference(name, opts, monkeypatch):
         y = m(x)
     assert fx.flex_stats(m)["flex_block_size"] == 128
     torch.testing.assert_close(y, reference_forward(m, x), rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("H,W,sw", [(14, 14, 7), (13, 17, 7), (13, 17, 3), (9, 11, 20)])
+def test_cswin_flex_lepe_equals_the_reference_lepe(H, W, sw):
+    """flex adds CSWin's LePE by stripe convs (fast), the reference by dense shifts: the same term."""
+    m = mechanisms.build("cswin", DIM, HEADS, split_size=sw).double()
+    q, k, v = m.token_qkv(torch.randn(2, H, W, DIM, dtype=torch.float64))
+    torch.testing.assert_close(m.flex_output_term(q, k, v, H, W), m.output_term(q, k, v, H, W), rtol=0, atol=1e-12)
