@@ -145,11 +145,6 @@ def compiled_flex() -> Callable[..., Tensor]:
     return _COMPILED
 
 
-def compile_seconds(key: tuple) -> float | None:
-    """Wall time of the first call of the compiled kernel for ``key`` in this process (compile included)."""
-    return _FIRST_CALL_S.get(key)
-
-
 # -------------------------------------------------------------------------------------- layout
 @dataclass
 class FlexLayout:
@@ -324,7 +319,7 @@ def build_layout(module: Any, H: int, W: int, device: torch.device, dtype: torch
         same = q_seg[h, q] == kv_seg[h, k]
         return same & rule(h, q_row[h, q], q_col[h, q], kv_row[h, k], kv_col[h, k])
 
-    mask_mod.__name__ = f"flex_{pattern.name}"
+    mask_mod.__name__ = f"flex_{rule.__name__}"
     kv_num, kv_idx, full_num, full_idx = _classify(tab, rule, heads, len(branches), (bq, bkv), Lq, Lkv,
                                                    exact=spec.groups is not None and spec.exact)
     block_mask = BlockMask.from_kv_blocks(kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=(bq, bkv),
