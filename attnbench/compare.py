@@ -94,10 +94,6 @@ class Comparison:
     def exit_code(self) -> int:
         return 1 if self.regressions else 0
 
-    def to_frame(self) -> pd.DataFrame:
-        rows = sorted(self.findings, key=_order)
-        return pd.DataFrame([f.__dict__ for f in rows])
-
     def render(self, fmt: str = "text", show_unchanged: bool = True) -> str:
         return render_comparison(self, fmt, show_unchanged)
 

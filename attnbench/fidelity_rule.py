@@ -17,8 +17,8 @@ from torch import Tensor
 from mechanisms.reference import reference_forward
 
 
-# Forward relative-L2 caps, a little above what naive maths measures (research/accuracy.md §2.3) and in
-# line with xformers' per-dtype tables.
+# Forward relative-L2 caps, a little above what naive maths measures (16x16 tokens, 4 heads: about
+# 3e-7 in fp32, 4e-3 to 6e-3 in bf16, 5e-4 to 7e-4 in fp16) and in line with xformers' per-dtype tables.
 REL_L2_CAP = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 3e-3}
 GRAD_CAP_FACTOR = 3.0
 FLOAT64_ATOL = 1e-10

@@ -13,7 +13,7 @@ A column no one declares (a third-party metric's extra) is read as pandas infers
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:  # pragma: no cover - pandas is imported where results are read, not to run a case
     import pandas as pd
@@ -127,9 +127,3 @@ def coerce(frame: "pd.DataFrame", columns: dict[str, Column] | None = None) -> "
             out[name] = pd.Series([None if is_missing(v) else (str(v) if col.kind == "str" else v) for v in series],
                                   index=series.index, dtype=object)
     return out
-
-
-def known_columns(names: Iterable[str]) -> list[str]:
-    """The names among ``names`` that the schema declares (for tests and ``attnbench list``)."""
-    cols = schema()
-    return [n for n in names if n in cols]

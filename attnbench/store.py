@@ -23,7 +23,7 @@ import pandas as pd
 import yaml
 
 from . import RESULTS_SCHEMA_VERSION, UserError
-from .results_schema import LEADING_COLUMNS, STATUSES, coerce, schema
+from .results_schema import LEADING_COLUMNS, coerce, schema
 
 RESULTS_CSV = "results.csv"
 SAMPLES_JSONL = "samples.jsonl"

@@ -33,14 +33,11 @@ from . import UserError
 from . import metrics as metric_registry
 from .case import Case, freeze_options
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
-MODE_CHOICES = ("forward", "train")
 DEFAULT_METRICS = ["flops", "params", "memory", "time"]
 
 DtypeName = Literal["float64", "float32", "bfloat16", "float16"]
 DeviceName = Literal["auto", "cpu", "cuda", "mps"]
 ModeName = Literal["forward", "train"]
-PositiveInt = int  # checked by validators below; pydantic's strict ints reject bools for us
 
 
 def _as_list(value: Any) -> list[Any]:

@@ -4,7 +4,7 @@ and partition helpers.
 Why one base: each mechanism differs only in *which keys a query may see* and in its positional term.
 Keeping qkv/proj, head splitting, the dense `masked` backend and the float64 reference hooks here
 means a mechanism file holds only what is particular to it, and the `masked` backend, the reference,
-receptive-field maps and block-sparse backends all read the same single pattern rule.
+receptive-field maps and the dependency test all read the same single pattern rule.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ class AttentionPattern:
     """Per head, which keys each query may attend, on the real ``height x width`` grid.
 
     The rule is a small vectorised predicate in the style of attention-gym mask_mods, so one
-    definition serves the dense mask, the reference, receptive-field analysis and block-sparse kernels.
+    definition serves the dense mask, the reference, receptive-field analysis and the dependency test.
     Tokens are numbered row-major: token ``t`` is at ``(t // width, t % width)``.
     """
 
@@ -156,8 +156,9 @@ class AttentionBase(nn.Module):
     ``_forward_<backend>``), and override the positional hooks ``logit_bias`` / ``output_term`` /
     ``token_qkv`` when they have a positional term or non-linear projections. The generic
     ``masked`` backend and the float64 reference are built from those hooks. For the dependency test
-    (input gradient of one output token), set ``dependency_radius`` when spatial convs feed q/k/v, or
-    override ``dependency_mask`` when the pattern alone does not say which inputs reach an output.
+    (input gradient of one output token), set ``dependency_radius`` when spatial convs feed q/k/v
+    (Pale), or override ``dependency_mask`` when the pattern alone does not say which inputs reach an
+    output (no built-in mechanism needs to).
 
     Args:
         backend: implementation to run; see the class attribute ``backends`` for the choices.
@@ -392,8 +393,9 @@ class AttentionBase(nn.Module):
         The dependency test backpropagates from one output token and requires the input gradient to be
         non-zero exactly here, which checks the fast path against the pattern. Default: the query itself
         plus the keys any head may attend, dilated by ``dependency_radius`` (zero padding: the dilation
-        stops at the map border). Override when inputs reach the output otherwise (Slide's conv-shifted
-        keys).
+        stops at the map border). Override when inputs reach the output otherwise. Slide does not need
+        to: its conv-shifted keys come exactly from its k x k window clipped to the map, which is its
+        pattern.
         """
         seen = self.pattern(H, W).dense()[:, token, :].any(0)
         seen[token] = True

@@ -207,3 +207,29 @@ def test_results_round_trip_in_their_declared_types(tmp_path):
     assert out["macs_mismatch"].isna()[1]
     assert list(out["fid_pass"]) == [False, True]
     assert out["latency_ms"][0] == 1.5 and str(out["latency_ms"].dtype) == "float64"
+
+
+def test_plugin_metric_from_an_entry_point_is_listed_and_a_broken_one_is_named(monkeypatch, plugins):
+    """The `attnbench.metrics` entry-point group: a Metric object registers; a plugin that fails to import
+    is named in the unknown-metric error instead of crashing the registry."""
+    from importlib import metadata
+
+    class EP:
+        def __init__(self, name, obj=None, exc=None):
+            self.name, self._obj, self._exc = name, obj, exc
+
+        def load(self):
+            if self._exc:
+                raise self._exc
+            return self._obj
+
+    probe = metric_registry.get("probe")
+    metric_registry.unregister("probe")
+    eps = [EP("probe", probe), EP("broken_metric", exc=ImportError("no module named 'gone'"))]
+    monkeypatch.setattr(metadata, "entry_points", lambda group=None: eps if group == "attnbench.metrics" else [])
+    monkeypatch.setattr(metric_registry, "_entry_points_loaded", False)
+    monkeypatch.setattr(metric_registry, "_entry_point_errors", {})
+    assert "probe" in metric_registry.names()
+    with pytest.raises(ValueError, match=r"unknown metric 'broken_metric' \(its plugin failed to load: ImportError: "
+                                         r"no module named 'gone'\)"):
+        metric_registry.get("broken_metric")

@@ -9,7 +9,7 @@ Protocol (the flash-attention form, dtype-adaptive instead of fixed tolerances):
   dense logits, explicit exp / sum normalisation, positional hooks — run on the case-dtype module and
   input, without upcasting (``reference_forward(module, x, dtype=None)``). It is *not* the ``masked``
   backend: on CPU, SDPA accumulates in higher precision, so it would set a stricter bar than naive
-  maths for no reason (research/accuracy.md §2.3).
+  maths for no reason (in bf16 its error measured 2-4x below the naive baseline's).
 - **Pass** when ``max_abs(kernel - ref) <= 2 * max_abs(baseline - ref) + 2 * rounding(ref)``, where
   ``rounding(ref)`` is the error of storing the reference in the case dtype plus the error of one
   add-and-subtract at its scale, ``|(r + 0.3) - 0.3 - r|`` in that dtype (flash-attention's

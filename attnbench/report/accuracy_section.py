@@ -43,10 +43,6 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
     return out + [""]
 
 
-def _labels(res: pd.DataFrame) -> list[str]:
-    return list(dict.fromkeys(res["label"]))
-
-
 def _first(frame: pd.DataFrame, column: str) -> Any:
     if column not in frame.columns:
         return None
