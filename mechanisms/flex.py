@@ -40,7 +40,7 @@ from torch import Tensor
 from .base import ceil_div
 
 COMPILE_MODE = "torch.compile(flex_attention, dynamic=False), mode=default"
-CPU_MAX_BLOCK = 128  # CPU template: block = group size up to this (49-token windows -> 49)
+CPU_MAX_BLOCK = 64  # CPU template: block = group size up to this (49-token windows -> 49)
 GPU_BLOCK = 128  # Triton: every default config's BLOCK_M/BLOCK_N divides 128 (fwd and bwd)
 FLEX_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -174,18 +174,19 @@ class FlexLayout:
 def _block_for(size: int, device_type: str, exact_sizes: bool = True) -> int:
     """Block length for groups of at most ``size`` tokens.
 
-    CPU, float32: the group itself up to 128 tokens (a 49-token window is one 49-token block). CPU,
+    CPU, float32: the group itself up to 64 tokens (a 49-token window is one 49-token block). CPU,
     bfloat16/float16 (``exact_sizes=False``): rounded up to a multiple of 16 -- torch 2.13's CPU
     template returns wrong values or NaN for low-precision blocks of 17 or 49 (measured: rel L2 0.56
-    on Swin, NaN on axial; exact with 32 and 64). Larger groups take the multiple of 16 up to 128 that
-    pads them least (1568-token stripes: 14 blocks of 112; odd sizes such as 121 measured ~5x slower).
+    on Swin, NaN on axial; exact with 32 and 64). Larger groups take the block of 32, 48 or 64 that
+    pads them least: the CPU template is faster on small blocks (Pale at 112², one thread: 32 -> 384
+    ms, 64 -> 423, 112 -> 825, 128 -> 939, 256 -> 1367) and odd sizes such as 121 were ~5x slower.
     GPUs: 128, which every default Triton tile (BLOCK_M/BLOCK_N, forward and backward) divides.
     """
     if device_type != "cpu":
         return GPU_BLOCK
     if size <= CPU_MAX_BLOCK:
         return size if exact_sizes else ceil_div(size, 16) * 16
-    return min(range(16, CPU_MAX_BLOCK + 1, 16), key=lambda b: (ceil_div(size, b) * b, -b))
+    return min((32, 48, 64), key=lambda b: (ceil_div(size, b) * b, -b))
 
 
 def _pack(group: Tensor, src: Tensor, block: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
