@@ -200,7 +200,9 @@ def _one_line(exc: BaseException) -> str:
 
 def run_checks(device: str, dtypes: list[str], modes: list[str], names: list[str] | None = None,
                backends: list[str] | None = None, size: tuple[int, int] = (32, 24), dim: int = 32, heads: int = 2,
-               batch: int = 2, time_s: float = 0.1, progress: Any = None) -> list[Check]:
+               batch: int = 2, time_s: float = 0.1, progress: Any = None, on_row: Any = None) -> list[Check]:
+    """Every check, in order; ``progress(text)`` before each and ``on_row(check)`` after each, so a
+    caller can show results as they come (a long doctor run that is cut off keeps what it printed)."""
     import mechanisms
 
     rows = []
@@ -213,6 +215,8 @@ def run_checks(device: str, dtypes: list[str], modes: list[str], names: list[str
                     if progress:
                         progress(f"{label} {backend} {dtype} {mode}")
                     rows.append(check_one(name, label, opts, backend, dtype, mode, device, size, dim, heads, batch, time_s))
+                    if on_row:
+                        on_row(rows[-1])
     return rows
 
 

@@ -85,7 +85,8 @@ def doctor(device: str = "auto", dtypes: list[str] | None = None, modes: list[st
         status.start()
     try:
         rows = doc.run_checks(dev, dtypes, modes, names, backends, size,
-                              progress=(lambda text: status.update(f"checking {text}")) if status else None)
+                              progress=(lambda text: status.update(f"checking {text}")) if status else None,
+                              on_row=(lambda r: console.print(_row_line(r), highlight=False)) if console else None)
     finally:
         if status:
             status.stop()
@@ -116,6 +117,18 @@ def _print_env(console: Any, env: dict[str, Any]) -> None:
             value = " ".join(value) or "-"
         table.add_row(key, escape(str(value)))
     console.print(table)
+
+
+def _row_line(r: Any) -> str:
+    """One finished check as one line, printed as it completes (the table follows at the end)."""
+    from rich.markup import escape
+
+    colour = {"ok": "green", "unavailable": "dim", "fail": "red", "error": "red"}[r.status]
+    figures = " ".join(f"{k} {_fmt(v, spec)}" for k, v, spec in (
+        ("rel_l2", r.rel_l2, ".1e"), ("grad", r.grad_rel_l2, ".1e"), ("ms", r.latency_ms, ".3g"),
+        ("compile s", r.compile_s, ".1f")) if v is not None)
+    return (f"  [{colour}]{r.status:<11}[/] {escape(r.label)} {r.backend} {r.dtype} {r.mode}  {figures}"
+            + (f"  {escape(r.reason)}" if r.reason else ""))
 
 
 def _fmt(value: Any, spec: str) -> str:
