@@ -38,7 +38,10 @@ EXCLUSIVE = True
 
 class Options(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    min_run_time: float = Field(1.0, gt=0, description="seconds of measured blocks (blocked_autorange)")
+    min_run_time: float = Field(1.0, gt=0, description="seconds of measured blocks (blocked_autorange); with rounds, "
+                                "the case's total, split evenly over its rounds")
+    rounds: int = Field(1, ge=1, description="time every case in this many rounds interleaved across cases; the row "
+                        "keeps the median of round medians and their spread (attnbench/rounds.py)")
     threads: int = Field(1, ge=1, description="intra-op threads while timing (recorded in every row)")
     warmup: int = Field(1, ge=0, description="untimed calls before measuring")
     clock: Literal["wall", "cpu"] = Field(
