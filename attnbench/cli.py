@@ -19,6 +19,7 @@ COMMANDS: list[str] = [
     "list",
     "report",
     "compare",
+    "ab",
     "history",
     "tasks",
 ]
