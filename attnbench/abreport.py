@@ -57,8 +57,8 @@ def findings(session: Session, threshold: float, confidence: float) -> Compariso
         if f is not None:
             out.append(f)
     b, h = session.sides["base"].ref, session.sides["head"].ref
-    side_a = f"{b.name} ({b.short})" + (f" {session.variant[0]}" if session.variant else "")
-    side_b = f"{h.name} ({h.short})" + (f" {session.variant[1]}" if session.variant else "")
+    side_a = b.title + (f" {session.variant[0]}" if session.variant else "")
+    side_b = h.title + (f" {session.variant[1]}" if session.variant else "")
     return Comparison(
         baseline_name=side_a, new_name=side_b, findings=out, env_differences={},
         only_baseline=[c.describe() for c in session.only_base], only_new=[c.describe() for c in session.only_head],
@@ -97,7 +97,7 @@ def render(session: Session, comp: Comparison, fmt: str = "text") -> str:
 
     md = fmt == "md"
     b, h = session.sides["base"].ref, session.sides["head"].ref
-    head = (f"attnbench ab: base {b.name} ({b.short}) vs head {h.name} ({h.short})"
+    head = (f"attnbench ab: base {b.title} vs head {h.title}"
             + (f", variant {session.variant[0]} vs {session.variant[1]}" if session.variant else "")
             + f"; {len(session.pairs)} cases x {session.rounds} rounds in {session.wall_s:.0f} s; run {session.run_dir}")
     lines = [f"_{head}_" if md else head, ""]

@@ -25,6 +25,11 @@ class Ref:
     def short(self) -> str:
         return self.commit[:7]
 
+    @property
+    def title(self) -> str:
+        """``main (abc1234)``, or just ``abc1234`` when the ref was a sha."""
+        return self.short if self.commit.startswith(self.name) else f"{self.name} ({self.short})"
+
 
 def _git(repo: Path, *args: str, binary: bool = False) -> subprocess.CompletedProcess:
     try:
@@ -90,5 +95,8 @@ def export(repo: Path, commit: str, paths: list[str], dest: Path) -> list[str]:
     if out.returncode != 0:
         raise UserError(f"git archive of {commit[:7]} failed: {out.stderr.decode(errors='replace').strip()}")
     with tarfile.open(fileobj=io.BytesIO(out.stdout)) as tar:
-        tar.extractall(dest, filter="data")
+        try:
+            tar.extractall(dest, filter="data")
+        except TypeError:  # Python < 3.10.12 has no extraction filters; git archive output is trusted
+            tar.extractall(dest)
     return present
