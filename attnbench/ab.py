@@ -13,8 +13,13 @@ How a session runs:
 2. The suite (from the working tree) is validated against each side in an interpreter that imports
    that side's tree (``attnbench.abprobe``): cases, analytic MACs/params, predicted skips.
 3. One worker process per side, of the same shape (threads, memory cap, imports), with its side's
-   tree first on ``sys.path``. Both are started and idle before anything is timed, recycled
-   together every ``cases_per_worker`` jobs, and only one of them runs at a time.
+   tree first on ``sys.path``. Both are started and idle before anything is timed, only one of
+   them runs at a time, and both are replaced by fresh processes at every round. Why every round:
+   a process carries its own bias (memory layout, library caches): in one A/A measured here with
+   one long-lived worker per side, slide's latency differed by 51 % between two identical trees,
+   consistently in all 10 rounds. Fresh processes per round turn that bias into between-round
+   noise, which the interval sees, instead of a false regression. It costs two interpreter
+   start-ups (about 1.5 s each here) per round.
 4. Rounds: every round visits all cases in a fresh seeded random order; per case the side order
    runs AB, BA, BA, AB, ... over rounds from a seeded random start (ABBA counterbalancing cancels a
    linear drift and any first-measured advantage). The schedule is stored in ``schedule.csv``.
@@ -117,19 +122,16 @@ def make_schedule(n_pairs: int, rounds: int, seed: int) -> list[tuple[int, int, 
 class SideWorker:
     """One worker process for one side; started ahead and waited for, so start-up is never timed."""
 
-    def __init__(self, init: WorkerInit, timeout_s: float, jobs_per_worker: int) -> None:
+    def __init__(self, init: WorkerInit, timeout_s: float) -> None:
         self.init = init
         self.timeout_s = timeout_s
-        self.jobs_per_worker = jobs_per_worker
         self.slot: _Slot | None = None
-        self.jobs = 0
         self._ctx = mp.get_context("spawn")
 
     def start(self) -> None:
         if self.slot is not None:
             return
         self.slot = _Slot(self._ctx, self.init, 10**9)
-        self.jobs = 0
         ready = wait([self.slot.conn, self.slot.proc.sentinel], timeout=600)
         if self.slot.conn in ready:
             try:
@@ -160,7 +162,6 @@ class SideWorker:
                 except (EOFError, OSError):
                     res = None
                 if isinstance(res, dict):
-                    self.jobs += 1
                     if res["status"] != "ok":
                         self.close(kill=True)  # a failure gets a fresh process, as in LocalExecutor
                     return Outcome(res["status"], res["error"], res["columns"], res["samples"], res["wall_s"])
@@ -173,9 +174,6 @@ class SideWorker:
                 self.close(kill=True)
                 return Outcome("timeout", f"case did not finish within limits.timeout_s={self.timeout_s:g} s; "
                                "worker killed", {}, {}, elapsed)
-
-    def due(self) -> bool:
-        return self.slot is not None and self.jobs >= self.jobs_per_worker
 
     def close(self, kill: bool = False) -> None:
         if self.slot is None:
@@ -393,7 +391,7 @@ def _measure(suite: Any, sides: dict[str, Side], pairs: list[Pair], run_dir: Pat
     workers = {s: SideWorker(WorkerInit(threads=threads, max_memory_gb=limits.max_memory_gb,
                                         imports=tuple(sides[s].probe.get("imports", [])),
                                         log_path=str(run_dir / f"worker-{s}.log"), paths=(str(sides[s].tree),)),
-                             timeout_s=limits.timeout_s, jobs_per_worker=max(suite.model.cases_per_worker, 1))
+                             timeout_s=limits.timeout_s)
                for s in SIDES}
     schedule = make_schedule(len(pairs), rounds, seed)
     store.atomic_write_text(run_dir / "schedule.csv", "position,round,case_key,side\n" + "".join(
@@ -406,9 +404,8 @@ def _measure(suite: Any, sides: dict[str, Side], pairs: list[Pair], run_dir: Pat
             if r != current_round:
                 log(f"round {current_round + 1}/{rounds} done ({time.monotonic() - t0:.0f} s)")
                 current_round = r
-                if any(w.due() for w in workers.values()):  # recycle both sides together: same shape
-                    for w in workers.values():
-                        w.close()
+                for w in workers.values():  # fresh processes every round, both sides: see the module docstring
+                    w.close()
             p = pairs[i]
             if p.failed:
                 continue

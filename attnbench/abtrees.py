@@ -69,7 +69,10 @@ def uncommitted(repo: Path, paths: list[str]) -> list[str]:
     if not paths:
         return []
     out = _git(repo, "status", "--porcelain", "--untracked-files=all", "--", *paths)
-    return [line[3:] for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
+    if out.returncode != 0:
+        return []
+    files = [line[3:] for line in out.stdout.splitlines() if line.strip()]
+    return [f for f in files if "__pycache__" not in f and not f.endswith((".pyc", ".pyo"))]  # bytecode is not code
 
 
 def check_not_ignoring_changes(repo: Path, refs: list[Ref], paths: list[str]) -> None:

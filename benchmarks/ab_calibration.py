@@ -1,0 +1,310 @@
+"""Measure the regression gate on this machine: A/A false alarms, detection of injected slowdowns, cost.
+
+Why a script and not a test: it runs for tens of minutes of real timing on whatever machine runs it
+(that is the point: the figures are the machine's), so it is run once, in the background, and its
+table is committed:
+
+    nohup python benchmarks/ab_calibration.py --out results/ab-calibration > /tmp/ab-calibration.log 2>&1 &
+
+What it does, in a throwaway git repository built under --work (a copy of ``mechanisms/``, the
+calibration suite, and ``abcal_injected.py``, a test-only plugin):
+
+* commit ``base``; commit ``slow``, which changes only ``abcal_injected.py``: its mechanisms repeat
+  global attention's forward 20 times per call, and ``slow`` makes ``inj5_*`` repeat it 21 times
+  (+5 % real work) and ``inj10_*`` 22 times (+10 %). Nothing sleeps.
+* ``--repeats`` (5) times, interleaved: ``ab base base`` (A/A), ``ab base slow`` (detection), and one
+  ordinary run with ``timing.rounds`` of each commit (plus one more of base at the start), for
+  ``compare`` of two stored runs: A/A = consecutive base runs, detection = base run k vs slow run k.
+* cost: wall time of ``ab`` against two ordinary runs (``timing.rounds: 1``, the cheap default) on
+  the smoke suite and the calibration suite.
+
+Verdicts are recomputed from the stored samples at several thresholds (the paired ratios of each ab
+session are its per-round medians, stored in ``latency_round_ms``), so one set of measurements
+gives every row of the table. "Within-run" applies compare's rule to the pooled blocks of the same
+stored runs, as compare does for runs without rounds.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import io
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+HARNESS = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(HARNESS))
+
+from attnbench.paired import compare_rounds, paired_verdict  # noqa: E402
+from attnbench.stats import compare_samples  # noqa: E402
+from attnbench.store import load_run  # noqa: E402
+
+THRESHOLDS = (0.01, 0.02, 0.03, 0.05, 0.10)
+INJECTED = {"inj5_a": 5, "inj5_b": 5, "inj10_a": 10, "inj10_b": 10}
+
+PLUGIN = '''"""Test-only mechanisms for benchmarks/ab_calibration.py: global attention run REPEATS times per call.
+
+The calibration's ``slow`` commit raises a repeat count by 1 (+5 %) or 2 (+10 %): real work, no sleep.
+"""
+from mechanisms.global_attention import GlobalAttention
+from mechanisms.registry import register
+
+REPEATS = {repeats}
+
+
+class _Repeated(GlobalAttention):
+    def forward(self, x):
+        for _ in range(REPEATS[self.mechanism_name] - 1):
+            super().forward(x)
+        return super().forward(x)
+
+
+{classes}
+'''
+
+SUITE = {
+    "name": "abcal", "description": "ab calibration: 7 mechanisms x 2 sizes + 4 test-only injected ones",
+    "device": "cpu", "dtype": "float32", "mode": "forward", "batch_size": 1, "dim": 32, "num_heads": 2,
+    "resolutions": [14, 28], "metrics": ["flops", "params", "time"],
+    "timing": {"min_run_time": 1.0, "threads": 1, "warmup": 1, "rounds": 1, "clock": "cpu"},
+    "limits": {"max_memory_gb": 2, "timeout_s": 300}, "cases_per_worker": 1000,
+    "mechanisms": ["global", {"name": "swin", "window_size": 7},
+                   {"name": "swin", "window_size": 7, "shift": 3, "label": "swin-shifted"},
+                   {"name": "cswin", "split_size": 7}, "axial", {"name": "pale", "pale_size": 7},
+                   {"name": "slide", "kernel_size": 3}, *INJECTED],
+}
+
+
+def plugin_source(slow: bool) -> str:
+    repeats = {name: 20 + (pct // 5 if slow else 0) for name, pct in INJECTED.items()}
+    classes = "\n\n".join(f'@register("{n}")\nclass {n.title().replace("_", "")}(_Repeated):\n    pass\n'
+                          for n in INJECTED)
+    return PLUGIN.format(repeats=json.dumps(repeats), classes=classes)
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def env() -> dict[str, str]:
+    e = dict(os.environ)
+    e["PYTHONPATH"] = os.pathsep.join([str(HARNESS), *filter(None, [e.get("PYTHONPATH")])])
+    return e
+
+
+def build_repo(work: Path) -> tuple[Path, str, str]:
+    repo = work / "repo"
+    shutil.copytree(HARNESS / "mechanisms", repo / "mechanisms", ignore=shutil.ignore_patterns("__pycache__"))
+    (repo / "suites").mkdir()
+    shutil.copy(HARNESS / "suites" / "smoke.yaml", repo / "suites" / "smoke.yaml")
+    (repo / "suites" / "abcal.yaml").write_text(yaml.safe_dump(SUITE, sort_keys=False))
+    rounds = dict(SUITE, timing={**SUITE["timing"], "rounds": 10})
+    (repo / "suites" / "abcal-rounds.yaml").write_text(yaml.safe_dump(rounds, sort_keys=False))
+    (repo / "abcal_injected.py").write_text(plugin_source(slow=False))
+    (repo / ".gitignore").write_text("__pycache__/\n")
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "config", "user.email", "bench@example.com")
+    git(repo, "config", "user.name", "bench")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "base")
+    base = git(repo, "rev-parse", "HEAD")
+    (repo / "abcal_injected.py").write_text(plugin_source(slow=True))
+    git(repo, "commit", "-qam", "slow: inj5_* +5 %, inj10_* +10 % real work")
+    return repo, base, git(repo, "rev-parse", "HEAD")
+
+
+def export_tree(repo: Path, commit: str, dest: Path) -> Path:
+    data = subprocess.run(["git", "archive", "--format=tar", commit], cwd=repo, capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        tar.extractall(dest)
+    return dest
+
+
+def timed(cmd: list[str], cwd: Path, log) -> tuple[int, float]:
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True)
+    wall = time.monotonic() - t0
+    log(f"  {' '.join(cmd[2:6])}... -> exit {proc.returncode} in {wall:.0f} s")
+    if proc.returncode not in (0, 1):
+        log(proc.stderr[-2000:])
+        raise SystemExit(f"command failed: {cmd}")
+    return proc.returncode, wall
+
+
+def ab(repo: Path, base: str, head: str, suite: str, out: Path, seed: int, log) -> tuple[Path, int, float]:
+    out.mkdir(parents=True, exist_ok=True)
+    before = set(out.rglob("ab.csv"))
+    code, wall = timed([sys.executable, "-m", "attnbench", "ab", base, head, suite, "--out", str(out),
+                        "--seed", str(seed), "--import", "abcal_injected"], repo, log)
+    (new,) = set(out.rglob("ab.csv")) - before
+    return new.parent, code, wall
+
+
+def ordinary(tree: Path, suite: str, out: Path, log) -> tuple[Path, float]:
+    out.mkdir(parents=True, exist_ok=True)
+    before = set(out.rglob("results.csv"))
+    script = ("import sys, abcal_injected; from attnbench.commands.run import run; "
+              f"sys.exit(run({suite!r}, out={str(out)!r}, report=False))")
+    _, wall = timed([sys.executable, "-c", script, "run", suite], tree, log)
+    (new,) = set(out.rglob("results.csv")) - before
+    return new.parent, wall
+
+
+# ------------------------------------------------------------------------------------- analysis
+def ab_trials(run_dir: Path) -> list[dict]:
+    """One row per case of an ab session: its per-round ratios, re-judged at every threshold."""
+    run = load_run(run_dir)
+    res = run.results
+    out = []
+    for _, h in res[res["label"].str.endswith(" [head]")].iterrows():
+        label = h["label"][: -len(" [head]")]
+        b = res[(res["label"] == f"{label} [base]") & (res["height"] == h["height"])].iloc[0]
+        rb = run.samples[(b["case_key"], "latency_round_ms")]
+        rh = run.samples[(h["case_key"], "latency_round_ms")]
+        ratios = np.asarray(rh) / np.asarray(rb)
+        out.append({"label": label, "size": int(h["height"]), "ratios": ratios})
+    return out
+
+
+def pair_trials(base_dir: Path, new_dir: Path) -> list[dict]:
+    b, n = load_run(base_dir), load_run(new_dir)
+    out = []
+    for _, row in n.results.iterrows():
+        key = row["case_key"]
+        out.append({"label": row["label"], "size": int(row["height"]),
+                    "rounds": (b.samples[(key, "latency_round_ms")], n.samples[(key, "latency_round_ms")]),
+                    "blocks": (b.samples[(key, "latency_ms")], n.samples[(key, "latency_ms")])})
+    return out
+
+
+def judge(kind: str, trial: dict, threshold: float) -> str:
+    if kind == "ab":
+        return paired_verdict(trial["ratios"], threshold=threshold).verdict
+    if kind == "rounds":
+        return compare_rounds(*trial["rounds"], threshold=threshold).verdict
+    return compare_samples(*trial["blocks"], threshold=threshold).verdict
+
+
+def table(aa: dict[str, list[dict]], det: dict[str, list[dict]]) -> pd.DataFrame:
+    rows = []
+    for kind, name in (("ab", "ab (paired rounds)"), ("rounds", "compare, timing.rounds: 10"),
+                       ("within", "compare, within-run samples")):
+        for t in THRESHOLDS:
+            a = [judge(kind, x, t) for x in aa[kind]]
+            d = [(x["label"], judge(kind, x, t)) for x in det[kind]]
+            hit5 = [v == "regression" for lab, v in d if INJECTED.get(lab) == 5]
+            hit10 = [v == "regression" for lab, v in d if INJECTED.get(lab) == 10]
+            other = [v == "regression" for lab, v in d if lab not in INJECTED]
+            rows.append({"method": name, "threshold": t,
+                         "A/A false regressions": f"{sum(v == 'regression' for v in a)}/{len(a)}",
+                         "A/A false rate": sum(v == "regression" for v in a) / max(len(a), 1),
+                         "A/A any flag": f"{sum(v in ('regression', 'improvement') for v in a)}/{len(a)}",
+                         "5% caught": f"{sum(hit5)}/{len(hit5)}", "5% rate": sum(hit5) / max(len(hit5), 1),
+                         "10% caught": f"{sum(hit10)}/{len(hit10)}", "10% rate": sum(hit10) / max(len(hit10), 1),
+                         "others flagged in detection": f"{sum(other)}/{len(other)}"})
+    return pd.DataFrame(rows)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=HARNESS / "results" / "ab-calibration")
+    parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a new one under /tmp)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="a minutes-long trial of the script itself (1 size, "
+                        "short budgets); its figures mean nothing")
+    args = parser.parse_args()
+    if args.quick:
+        SUITE.update(resolutions=[14], timing={**SUITE["timing"], "min_run_time": 0.2})
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    work = args.work or Path(f"/tmp/ab-calibration-{stamp}")
+    work.mkdir(parents=True, exist_ok=True)
+    out = args.out / stamp
+    out.mkdir(parents=True, exist_ok=True)
+    logf = open(out / "log.txt", "w")
+
+    def log(msg: str) -> None:
+        line = f"{datetime.now():%H:%M:%S} {msg}"
+        print(line, flush=True)
+        logf.write(line + "\n")
+        logf.flush()
+
+    t_start = time.monotonic()
+    repo, base, slow = build_repo(work)
+    trees = {"base": export_tree(repo, base, work / "tree-base"), "slow": export_tree(repo, slow, work / "tree-slow")}
+    log(f"throwaway repo {repo}: base {base[:7]}, slow {slow[:7]}; load {os.getloadavg()}")
+
+    cost = []
+    if not args.quick:
+        log("cost: smoke")
+        d, _, w_ab = ab(repo, base, base, "suites/smoke.yaml", work / "ab-smoke", 100, log)
+        w_runs = [ordinary(trees["base"], "suites/smoke.yaml", work / "runs-smoke", log)[1] for _ in range(2)]
+        cost.append({"suite": "smoke (28 cases)", "ab wall s (R=10)": round(w_ab), "two runs wall s":
+                     round(sum(w_runs)), "ratio": round(w_ab / sum(w_runs), 2)})
+
+    sessions = {"aa": [], "det": []}
+    runs = {"base": [], "slow": []}
+    runs["base"].append(ordinary(trees["base"], "suites/abcal-rounds.yaml", work / "runs-base", log))
+    cheap = []
+    for k in range(args.repeats):
+        log(f"repeat {k + 1}/{args.repeats}; load {os.getloadavg()}")
+        d, code, w = ab(repo, base, base, "suites/abcal.yaml", work / "ab-aa", k, log)
+        sessions["aa"].append((d, code, w))
+        d, code, w = ab(repo, base, slow, "suites/abcal.yaml", work / "ab-det", k, log)
+        sessions["det"].append((d, code, w))
+        runs["slow"].append(ordinary(trees["slow"], "suites/abcal-rounds.yaml", work / "runs-slow", log))
+        runs["base"].append(ordinary(trees["base"], "suites/abcal-rounds.yaml", work / "runs-base", log))
+        if k < 2:  # two cheap default runs, for the cost comparison
+            cheap.append(ordinary(trees["base"], "suites/abcal.yaml", work / "runs-cheap", log)[1])
+    w_aa = [w for _, _, w in sessions["aa"]]
+    cost.append({"suite": f"abcal ({len(ab_trials(sessions['aa'][0][0]))} cases)", "ab wall s (R=10)": round(float(np.median(w_aa))),
+                 "two runs wall s": round(sum(cheap)), "ratio": round(float(np.median(w_aa)) / sum(cheap), 2)})
+
+    aa = {"ab": [t for d, _, _ in sessions["aa"] for t in ab_trials(d)],
+          "rounds": [t for i in range(args.repeats) for t in pair_trials(runs["base"][i][0], runs["base"][i + 1][0])]}
+    det = {"ab": [t for d, _, _ in sessions["det"] for t in ab_trials(d)],
+           "rounds": [t for i in range(args.repeats) for t in pair_trials(runs["base"][i][0], runs["slow"][i][0])]}
+    aa["within"], det["within"] = aa["rounds"], det["rounds"]
+    tab = table(aa, det)
+    cost_tab = pd.DataFrame(cost)
+    exits = {"A/A exit codes (default threshold 5%)": [c for _, c, _ in sessions["aa"]],
+             "detection exit codes": [c for _, c, _ in sessions["det"]]}
+    true_ratio = {lab: float(np.exp(np.median([np.log(t["ratios"]).mean() for t in det["ab"] if t["label"] == lab])))
+                  for lab in INJECTED}
+    tab.to_csv(out / "table.csv", index=False)
+    cost_tab.to_csv(out / "cost.csv", index=False)
+    from tabulate import tabulate
+
+    shown = tab.drop(columns=["A/A false rate", "5% rate", "10% rate"])
+    md = [f"# ab calibration {stamp}", "",
+          f"Command: `python benchmarks/ab_calibration.py --repeats {args.repeats}` "
+          f"({(time.monotonic() - t_start) / 60:.0f} min on {os.uname().nodename}, load average at the end "
+          f"{os.getloadavg()[0]:.1f}).", "",
+          f"Suite abcal: {len(aa['ab']) // args.repeats} cases; A/A = {args.repeats} `ab base base` sessions and "
+          f"{args.repeats} pairs of consecutive ordinary runs (timing.rounds: 10); detection = {args.repeats} "
+          "`ab base slow` sessions and base/slow run pairs. Injected: inj5_* +5 %, inj10_* +10 % (20 -> 21 / 22 "
+          "forwards per call); others unchanged.", "",
+          "## False alarms and detection", "", tabulate(shown, headers="keys", tablefmt="github", showindex=False,
+                                                        floatfmt=".2f"),
+          "", f"Exit codes of the sessions themselves at the default threshold: {exits}", "",
+          "Median paired ratio measured for the injected mechanisms (the slowdown actually delivered): "
+          + ", ".join(f"{k} {v - 1:+.1%}" for k, v in true_ratio.items()), "",
+          "## Cost", "", tabulate(cost_tab, headers="keys", tablefmt="github", showindex=False), ""]
+    (out / "table.md").write_text("\n".join(md))
+    (out / "figures.json").write_text(json.dumps({"exits": exits, "true_ratio": true_ratio, "cost": cost,
+                                                  "table": tab.to_dict("records")}, indent=2, default=str))
+    log(f"wrote {out / 'table.md'}")
+    print("\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
