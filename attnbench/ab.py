@@ -126,16 +126,24 @@ class SideWorker:
         self.init = init
         self.timeout_s = timeout_s
         self.slot: _Slot | None = None
+        self.ready = False
         self._ctx = mp.get_context("spawn")
 
+    def launch(self) -> None:
+        """Spawn the process (it imports torch and the side's tree); ``start`` waits for it."""
+        if self.slot is None:
+            self.slot = _Slot(self._ctx, self.init, 10**9)
+            self.ready = False
+
     def start(self) -> None:
-        if self.slot is not None:
+        self.launch()
+        if self.ready:
             return
-        self.slot = _Slot(self._ctx, self.init, 10**9)
         ready = wait([self.slot.conn, self.slot.proc.sentinel], timeout=600)
         if self.slot.conn in ready:
             try:
                 if self.slot.conn.recv() == "ready":
+                    self.ready = True
                     return
             except (EOFError, OSError):
                 pass
@@ -409,7 +417,9 @@ def _measure(suite: Any, sides: dict[str, Side], pairs: list[Pair], run_dir: Pat
             p = pairs[i]
             if p.failed:
                 continue
-            for w in workers.values():  # both idle and ready before anything is timed
+            for w in workers.values():  # both start together (nothing is timed meanwhile) ...
+                w.launch()
+            for w in workers.values():  # ... and are idle and ready before anything is timed
                 w.start()
             case, row_case = (p.base, p.base_row) if s == "base" else (p.head, p.head_row)
             metrics = first_metrics if r == 0 else ["time"]

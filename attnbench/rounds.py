@@ -60,24 +60,23 @@ class RoundCollector:
 
     def __init__(self) -> None:
         self.first: dict[str, dict[str, Any]] = {}
+        self.extra: dict[str, dict[str, list[float]]] = {}  # the first round's other sample series
         self.blocks: dict[str, list[list[float]]] = {}
 
     def add(self, key: str, columns: dict[str, Any], samples: dict[str, list[float]]) -> tuple[dict, dict]:
         """Record one round; returns the combined (columns, samples) so far."""
         if key not in self.first:
             self.first[key] = dict(columns)
-            extra = {k: v for k, v in samples.items() if k != "latency_ms"}
-        else:
-            extra = {}
+            self.extra[key] = {k: v for k, v in samples.items() if k != "latency_ms"}
         self.blocks.setdefault(key, []).append(list(samples.get("latency_ms", [])))
-        cols, combined = combine(self.first[key], self.blocks[key])
-        return cols, {**extra, **combined}
+        return self.snapshot(key)
 
     def snapshot(self, key: str) -> tuple[dict, dict]:
         """The combined (columns, samples) of the rounds recorded so far (empty before the first)."""
         if key not in self.first:
             return {}, {}
-        return combine(self.first[key], self.blocks[key])
+        cols, combined = combine(self.first[key], self.blocks[key])
+        return cols, {**self.extra[key], **combined}
 
     def count(self, key: str) -> int:
         return len(self.blocks.get(key, []))
