@@ -12,9 +12,10 @@ calibration suite, and ``abcal_injected.py``, a test-only plugin):
 * commit ``base``; commit ``slow``, which changes only ``abcal_injected.py``: its mechanisms repeat
   global attention's forward 20 times per call, and ``slow`` makes ``inj5_*`` repeat it 21 times
   (+5 % real work) and ``inj10_*`` 22 times (+10 %). Nothing sleeps.
-* ``--repeats`` (5) times, interleaved: ``ab base base`` (A/A), ``ab base slow`` (detection), and one
-  ordinary run with ``timing.rounds`` of each commit (plus one more of base at the start), for
-  ``compare`` of two stored runs: A/A = consecutive base runs, detection = base run k vs slow run k.
+* ``--repeats`` (5) times: ``ab base base`` (A/A) and ``ab base slow`` (detection); in between,
+  ``--runs`` (4) ordinary runs of base and one fewer of slow, with ``timing.rounds: 10``, alternating
+  in time, for ``compare`` of two stored runs: A/A = every pair of base runs, detection = every
+  (base run, slow run) pair.
 * cost: wall time of ``ab`` against two ordinary runs (``timing.rounds: 1``, the cheap default) on
   the smoke suite and the calibration suite.
 
@@ -28,11 +29,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tarfile
 import io
+import itertools
 import time
 from datetime import datetime
 from pathlib import Path
@@ -214,14 +217,110 @@ def table(aa: dict[str, list[dict]], det: dict[str, list[dict]]) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
+def session_dirs(folder: Path) -> list[Path]:
+    """Finished sessions or runs under ``folder`` (those with their final file), oldest first."""
+    found = {p.parent for p in folder.rglob("ab.csv")} or {p.parent for p in folder.rglob("results.csv")
+                                                             if _finished_run(p.parent)}
+    return sorted(found, key=lambda d: d.name)
+
+
+def _finished_run(run_dir: Path) -> bool:
+    """Every case has a row and, with timing.rounds, all its rounds (a run still going has not)."""
+    run = load_run(run_dir)
+    rounds = int((run.suite.get("timing") or {}).get("rounds", 1))
+    n_cases = 7 * len(run.suite.get("resolutions", [])) + len(INJECTED) * len(run.suite.get("resolutions", []))
+    if run.suite.get("name") != "abcal":
+        return True
+    ok = run.results[run.results["status"] == "ok"]
+    return len(run.results) == n_cases and (rounds == 1 or bool((ok["timing_rounds"] == rounds).all()))
+
+
+def wall_s(run_dir: Path) -> float:
+    """Seconds a stored run or session took: ab's own figure, else env.json creation to the last write."""
+    md = run_dir / "ab.md"
+    if md.exists():
+        m = re.search(r"rounds in (\d+) s", md.read_text())
+        if m:
+            return float(m.group(1))
+    created = datetime.fromisoformat(json.loads((run_dir / "env.json").read_text())["created_at"])
+    return (run_dir / "results.csv").stat().st_mtime - created.timestamp()
+
+
+def analyze(work: Path, out: Path, log, command: str) -> str:
+    """The table from whatever finished under ``work`` (so a long run can be read part way)."""
+    from tabulate import tabulate
+
+    aa_s, det_s = session_dirs(work / "ab-aa"), session_dirs(work / "ab-det")
+    base_runs, slow_runs = session_dirs(work / "runs-base"), session_dirs(work / "runs-slow")
+    aa = {"ab": [t for d in aa_s for t in ab_trials(d)],
+          "rounds": [t for i, j in itertools.combinations(range(len(base_runs)), 2)
+                     for t in pair_trials(base_runs[i], base_runs[j])]}
+    det = {"ab": [t for d in det_s for t in ab_trials(d)],
+           "rounds": [t for b in base_runs for sl in slow_runs for t in pair_trials(b, sl)]}
+    aa["within"], det["within"] = aa["rounds"], det["rounds"]
+    tab = table(aa, det)
+    cost = []
+    for name, ab_dir, runs_dir in (("smoke", "ab-smoke", "runs-smoke"), ("abcal", "ab-aa", "runs-cheap")):
+        sessions, runs = session_dirs(work / ab_dir), session_dirs(work / runs_dir)
+        if sessions and len(runs) >= 2:
+            n_cases = len(load_run(sessions[0]).results) // 2
+            w_ab = float(np.median([wall_s(d) for d in sessions]))
+            w_two = wall_s(runs[0]) + wall_s(runs[1])
+            cost.append({"suite": f"{name} ({n_cases} cases)", "ab wall s (R=10)": round(w_ab),
+                         "two runs wall s": round(w_two), "ratio": round(w_ab / w_two, 2),
+                         "sessions": len(sessions)})
+    exits = {"A/A sessions exiting 1 (default threshold 5%)": sum(_regressed(d) for d in aa_s),
+             "detection sessions exiting 1": sum(_regressed(d) for d in det_s)}
+    delivered = {lab: float(np.exp(np.median([np.median(np.log(t["ratios"])) for t in det["ab"]
+                                              if t["label"] == lab]))) for lab in INJECTED if det["ab"]}
+    out.mkdir(parents=True, exist_ok=True)
+    tab.to_csv(out / "table.csv", index=False)
+    pd.DataFrame(cost).to_csv(out / "cost.csv", index=False)
+    shown = tab.drop(columns=["A/A false rate", "5% rate", "10% rate"])
+    n_cases = len(aa["ab"]) // max(len(aa_s), 1)
+    md = [f"# ab calibration ({work.name})", "", f"Command: `{command}`; load average now {os.getloadavg()[0]:.1f}.", "",
+          f"Suite abcal: {n_cases} cases (7 mechanisms x 14², 28², plus inj5_a/b (+5 %) and inj10_a/b (+10 %) "
+          "x 2 sizes; forward, float32, clock: cpu, "
+          f"{load_run(aa_s[0]).suite['timing']['min_run_time'] if aa_s else '?'} s timing budget per case). "
+          f"A/A: {len(aa_s)} `ab base base` sessions; every pair of {len(base_runs)} ordinary base runs with "
+          f"timing.rounds: 10. Detection: {len(det_s)} `ab base slow` sessions; every pair of a base run and one of "
+          f"{len(slow_runs)} slow runs (base and slow runs alternate in time; pairs share runs, so they are not "
+          "independent). The slow commit repeats global attention's forward 21 (inj5) or 22 (inj10) instead of 20 times "
+          "per call; nothing else changes. Verdicts are recomputed from the stored samples at each threshold.", "",
+          "## False alarms and detection", "",
+          tabulate(shown, headers="keys", tablefmt="github", showindex=False, floatfmt=".2f"), "",
+          f"Sessions at the default threshold: {exits}.", "",
+          "Slowdown actually delivered (median over detection sessions of each session's median paired ratio): "
+          + ", ".join(f"{k} {v - 1:+.1%}" for k, v in delivered.items()), "",
+          "## Cost (wall time; ab: its own session time at the default 10 rounds; runs: env.json to last write)", "",
+          tabulate(pd.DataFrame(cost), headers="keys", tablefmt="github", showindex=False) if cost else "not measured",
+          ""]
+    text = "\n".join(md)
+    (out / "table.md").write_text(text)
+    (out / "figures.json").write_text(json.dumps({"exits": exits, "delivered": delivered, "cost": cost,
+                                                  "table": tab.to_dict("records")}, indent=2, default=str))
+    log(f"wrote {out / 'table.md'}")
+    return text
+
+
+def _regressed(session: Path) -> bool:
+    return bool((pd.read_csv(session / "ab.csv")["verdict"] == "regression").any())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=HARNESS / "results" / "ab-calibration")
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a new one under /tmp)")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--analyze", type=Path, default=None, metavar="WORK",
+                        help="measure nothing: write the table from what finished under WORK (a --work folder)")
+    parser.add_argument("--runs", type=int, default=4, help="ordinary base runs (one fewer slow runs) for compare")
+    parser.add_argument("--min-run-time", type=float, default=0.5, help="timing budget per case (seconds)")
+    parser.add_argument("--skip-smoke", action="store_true", help="do not measure the cost on the smoke suite")
     parser.add_argument("--quick", action="store_true", help="a minutes-long trial of the script itself (1 size, "
                         "short budgets); its figures mean nothing")
     args = parser.parse_args()
+    SUITE["timing"]["min_run_time"] = args.min_run_time
     if args.quick:
         SUITE.update(resolutions=[14], timing={**SUITE["timing"], "min_run_time": 0.2})
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -237,72 +336,33 @@ def main() -> int:
         logf.write(line + "\n")
         logf.flush()
 
-    t_start = time.monotonic()
+    command = " ".join(["python benchmarks/ab_calibration.py", *sys.argv[1:]])
+    if args.analyze:
+        print(analyze(args.analyze, out, log, command))
+        return 0
     repo, base, slow = build_repo(work)
     trees = {"base": export_tree(repo, base, work / "tree-base"), "slow": export_tree(repo, slow, work / "tree-slow")}
     log(f"throwaway repo {repo}: base {base[:7]}, slow {slow[:7]}; load {os.getloadavg()}")
 
-    cost = []
-    if not args.quick:
+    if not args.skip_smoke:
         log("cost: smoke")
-        d, _, w_ab = ab(repo, base, base, "suites/smoke.yaml", work / "ab-smoke", 100, log)
-        w_runs = [ordinary(trees["base"], "suites/smoke.yaml", work / "runs-smoke", log)[1] for _ in range(2)]
-        cost.append({"suite": "smoke (28 cases)", "ab wall s (R=10)": round(w_ab), "two runs wall s":
-                     round(sum(w_runs)), "ratio": round(w_ab / sum(w_runs), 2)})
+        ab(repo, base, base, "suites/smoke.yaml", work / "ab-smoke", 100, log)
+        for _ in range(2):
+            ordinary(trees["base"], "suites/smoke.yaml", work / "runs-smoke", log)
 
-    sessions = {"aa": [], "det": []}
-    runs = {"base": [], "slow": []}
-    runs["base"].append(ordinary(trees["base"], "suites/abcal-rounds.yaml", work / "runs-base", log))
-    cheap = []
+    # Ordinary runs: base before the first repeat and after each of the first `--runs - 1` repeats, slow
+    # after each of the first `--runs - 1` repeats, so base and slow runs alternate in time.
+    ordinary(trees["base"], "suites/abcal-rounds.yaml", work / "runs-base", log)
     for k in range(args.repeats):
         log(f"repeat {k + 1}/{args.repeats}; load {os.getloadavg()}")
-        d, code, w = ab(repo, base, base, "suites/abcal.yaml", work / "ab-aa", k, log)
-        sessions["aa"].append((d, code, w))
-        d, code, w = ab(repo, base, slow, "suites/abcal.yaml", work / "ab-det", k, log)
-        sessions["det"].append((d, code, w))
-        runs["slow"].append(ordinary(trees["slow"], "suites/abcal-rounds.yaml", work / "runs-slow", log))
-        runs["base"].append(ordinary(trees["base"], "suites/abcal-rounds.yaml", work / "runs-base", log))
+        ab(repo, base, base, "suites/abcal.yaml", work / "ab-aa", k, log)
+        ab(repo, base, slow, "suites/abcal.yaml", work / "ab-det", k, log)
+        if k < args.runs - 1:
+            ordinary(trees["slow"], "suites/abcal-rounds.yaml", work / "runs-slow", log)
+            ordinary(trees["base"], "suites/abcal-rounds.yaml", work / "runs-base", log)
         if k < 2:  # two cheap default runs, for the cost comparison
-            cheap.append(ordinary(trees["base"], "suites/abcal.yaml", work / "runs-cheap", log)[1])
-    w_aa = [w for _, _, w in sessions["aa"]]
-    cost.append({"suite": f"abcal ({len(ab_trials(sessions['aa'][0][0]))} cases)", "ab wall s (R=10)": round(float(np.median(w_aa))),
-                 "two runs wall s": round(sum(cheap)), "ratio": round(float(np.median(w_aa)) / sum(cheap), 2)})
-
-    aa = {"ab": [t for d, _, _ in sessions["aa"] for t in ab_trials(d)],
-          "rounds": [t for i in range(args.repeats) for t in pair_trials(runs["base"][i][0], runs["base"][i + 1][0])]}
-    det = {"ab": [t for d, _, _ in sessions["det"] for t in ab_trials(d)],
-           "rounds": [t for i in range(args.repeats) for t in pair_trials(runs["base"][i][0], runs["slow"][i][0])]}
-    aa["within"], det["within"] = aa["rounds"], det["rounds"]
-    tab = table(aa, det)
-    cost_tab = pd.DataFrame(cost)
-    exits = {"A/A exit codes (default threshold 5%)": [c for _, c, _ in sessions["aa"]],
-             "detection exit codes": [c for _, c, _ in sessions["det"]]}
-    true_ratio = {lab: float(np.exp(np.median([np.log(t["ratios"]).mean() for t in det["ab"] if t["label"] == lab])))
-                  for lab in INJECTED}
-    tab.to_csv(out / "table.csv", index=False)
-    cost_tab.to_csv(out / "cost.csv", index=False)
-    from tabulate import tabulate
-
-    shown = tab.drop(columns=["A/A false rate", "5% rate", "10% rate"])
-    md = [f"# ab calibration {stamp}", "",
-          f"Command: `python benchmarks/ab_calibration.py --repeats {args.repeats}` "
-          f"({(time.monotonic() - t_start) / 60:.0f} min on {os.uname().nodename}, load average at the end "
-          f"{os.getloadavg()[0]:.1f}).", "",
-          f"Suite abcal: {len(aa['ab']) // args.repeats} cases; A/A = {args.repeats} `ab base base` sessions and "
-          f"{args.repeats} pairs of consecutive ordinary runs (timing.rounds: 10); detection = {args.repeats} "
-          "`ab base slow` sessions and base/slow run pairs. Injected: inj5_* +5 %, inj10_* +10 % (20 -> 21 / 22 "
-          "forwards per call); others unchanged.", "",
-          "## False alarms and detection", "", tabulate(shown, headers="keys", tablefmt="github", showindex=False,
-                                                        floatfmt=".2f"),
-          "", f"Exit codes of the sessions themselves at the default threshold: {exits}", "",
-          "Median paired ratio measured for the injected mechanisms (the slowdown actually delivered): "
-          + ", ".join(f"{k} {v - 1:+.1%}" for k, v in true_ratio.items()), "",
-          "## Cost", "", tabulate(cost_tab, headers="keys", tablefmt="github", showindex=False), ""]
-    (out / "table.md").write_text("\n".join(md))
-    (out / "figures.json").write_text(json.dumps({"exits": exits, "true_ratio": true_ratio, "cost": cost,
-                                                  "table": tab.to_dict("records")}, indent=2, default=str))
-    log(f"wrote {out / 'table.md'}")
-    print("\n".join(md))
+            ordinary(trees["base"], "suites/abcal.yaml", work / "runs-cheap", log)
+    print(analyze(work, out, log, command))
     return 0
 
 
