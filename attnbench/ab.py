@@ -58,7 +58,6 @@ from .worker import Job, WorkerInit
 
 DEFAULT_ROUNDS = 10
 SIDES = ("base", "head")
-MEASURING_METRICS = ("memory", "time", "fidelity", "receptive_field", "accuracy")  # run in a worker
 
 
 @dataclass
@@ -273,7 +272,7 @@ def run_session(base_ref: str, head_ref: str, suite_path: str | Path, *, rounds:
     import importlib
 
     from . import abtrees
-    from .runner import RUN_METRICS, matmul_peaks, mechanism_imports, threads_for
+    from .runner import matmul_peaks, mechanism_imports, threads_for
     from .suite import load_suite
 
     check_args(rounds, threshold, confidence)
@@ -307,17 +306,16 @@ def run_session(base_ref: str, head_ref: str, suite_path: str | Path, *, rounds:
     try:
         sides: dict[str, Side] = {}
         for name, ref in refs.items():
-            tree = workdir / (ref.short if name == "base" or ref.commit != refs["base"].commit else "same") / "src"
-            if name == "head" and ref.commit == refs["base"].commit:
-                tree = sides["base"].tree
-            else:
-                abtrees.export(root, ref.commit, compared, tree)
-            sides[name] = Side(name, ref, tree)
+            if name == "head" and ref.commit == refs["base"].commit:  # A/A or --variant on one ref: one tree
+                sides[name] = Side(name, ref, sides["base"].tree)
+                continue
+            sides[name] = Side(name, ref, workdir / name)
+            abtrees.export(root, ref.commit, compared, sides[name].tree)
         harness_root = Path(__file__).resolve().parents[1]
-        request = {"suite": str(suite_path), "imports": plugin_modules, "devices": devs, "peaks": peaks,
-                   "expect_mechanisms": abtrees.exists_at(root, refs["base"].commit, "mechanisms")}
+        request = {"suite": str(suite_path), "imports": plugin_modules, "devices": devs, "peaks": peaks}
         for side in sides.values():
-            side.probe = _probe(side, request, harness_root, workdir)
+            side.probe = _probe(side, {**request, "expect_mechanisms": (side.tree / "mechanisms").is_dir()},
+                                harness_root, workdir)
             if "error" in side.probe:
                 raise UserError(f"suite {suite_path.name} does not validate at {side.name} {side.ref.name!r} "
                                 f"({side.ref.short}): {side.probe['error']}")

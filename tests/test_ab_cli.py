@@ -201,3 +201,22 @@ def test_suite_invalid_at_one_ref_is_one_line_exit_2(throwaway, tmp_path):
     base = git(clone, "rev-parse", "--short=7", "HEAD~1")
     assert line.startswith(f"attnbench: error: suite full.yaml does not validate at base 'HEAD~1' ({base}): ")
     assert "unknown mechanism 'full'" in line or "'full'" in line
+
+
+@pytest.mark.slow
+def test_variant_pairs_two_labels_of_one_commit(throwaway, tmp_path):
+    repo, _, head = throwaway
+    suite = tmp_path / "variant.yaml"
+    suite.write_text(TINY.replace("name: tiny", "name: variant").replace(
+        "  - global\n  - {name: swin, window_size: 7}\n",
+        "  - {name: swin, window_size: 7, label: plain}\n  - {name: swin, window_size: 7, shift: 3, label: shifted}\n"))
+    proc = attnbench(repo, "ab", "HEAD", "HEAD", str(suite), "--variant", "plain", "shifted", "--rounds", "6",
+                     "--threshold", "0.5", "--out", str(tmp_path / "out"), "--format", "md")
+    assert proc.returncode in (0, 1), proc.stderr
+    assert f"attnbench ab: base HEAD ({head[:7]}) vs head HEAD ({head[:7]}), variant plain vs shifted; " \
+           "1 cases x 6 rounds in " in proc.stdout
+    (row,) = [line for line in proc.stdout.splitlines() if "latency_ms" in line]
+    assert "| plain vs shifted 14x14 float32 forward |" in row
+    assert "Calibration" not in proc.stdout  # two configurations are not an A/A
+    (run_dir,) = (tmp_path / "out" / "variant-ab").iterdir()
+    assert sorted(pd.read_csv(run_dir / "results.csv")["label"]) == ["plain", "shifted"]
