@@ -272,7 +272,7 @@ def run_session(base_ref: str, head_ref: str, suite_path: str | Path, *, rounds:
     import importlib
 
     from . import abtrees
-    from .runner import matmul_peaks, mechanism_imports, threads_for
+    from .runner import matmul_peaks, worker_imports
     from .suite import load_suite
 
     check_args(rounds, threshold, confidence)
@@ -291,7 +291,7 @@ def run_session(base_ref: str, head_ref: str, suite_path: str | Path, *, rounds:
     if "time" not in suite.metrics:
         raise UserError(f"{suite_path}: ab compares latency, but the suite has no 'time' metric; add it to metrics:")
     devs = devices.resolve_devices(suite.model.device, None)
-    plugin_modules = sorted(set(imports) | set(mechanism_imports(suite.expand(devs))))
+    plugin_modules = sorted(set(imports) | set(worker_imports(suite.expand(devs), suite.metrics)))
     inside, outside = _plugin_paths(root, plugin_modules)
     compared = sorted({"mechanisms", *inside})
     abtrees.check_not_ignoring_changes(root, list(refs.values()), compared)
@@ -299,7 +299,7 @@ def run_session(base_ref: str, head_ref: str, suite_path: str | Path, *, rounds:
         if not any(abtrees.exists_at(root, ref.commit, p) for p in compared):
             raise UserError(f"ref {ref.name!r} ({ref.short}) has none of {', '.join(compared)}; nothing to compare there")
 
-    threads = threads_for(suite)
+    threads = suite.threads
     dtypes = sorted({c.dtype for c in suite.expand(devs)} | {"float32"})
     peaks = {d: matmul_peaks(d, dtypes, threads) for d in devs if devices.is_available(d)}
     workdir = Path(tempfile.mkdtemp(prefix="attnbench-ab-"))
@@ -362,10 +362,11 @@ def _row_cases(b: Case, h: Case, variant: tuple[str, str] | None) -> tuple[Case,
 def _measure(suite: Any, sides: dict[str, Side], pairs: list[Pair], run_dir: Path, *, rounds: int, seed: int,
              threads: int, peaks: dict[str, dict[str, float]], min_run_time: float | None,
              log: Callable[[str], None]) -> Session:
-    from .runner import RUN_METRICS
+    from . import metrics as metric_registry
 
     limits = suite.model.limits
-    first_metrics = [m for m in suite.metrics if m in RUN_METRICS]
+    first_metrics = [m for m in suite.metrics if metric_registry.get(m).runs_module]  # static ones came from the probe
+    grid_case = {c.key(): c for c in suite.expand(sorted({p.head.device for p in pairs}))}  # carry their grid's options
     rows: dict[str, dict[str, Any]] = {}
     collectors = {s: RoundCollector() for s in SIDES}
     ratios: dict[int, list[float]] = {i: [] for i in range(len(pairs))}
@@ -390,7 +391,7 @@ def _measure(suite: Any, sides: dict[str, Side], pairs: list[Pair], run_dir: Pat
 
     def options(case: Case) -> dict[str, Any]:
         opts = {m: (o.model_dump(mode="json") if o is not None else None)
-                for m, o in suite.metric_options_for(case).items()}
+                for m, o in suite.metric_options_for(grid_case.get(case.key(), case)).items()}
         opts["time"]["min_run_time"] = min_run_time or round_budget(opts["time"]["min_run_time"], rounds)
         return opts
 

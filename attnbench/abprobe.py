@@ -18,7 +18,7 @@ def probe(request: dict[str, Any]) -> dict[str, Any]:
     import importlib
 
     from . import UserError
-    from .runner import mechanism_imports, plan, static_columns
+    from .runner import plan, static_columns, worker_imports
     from .suite import load_suite
 
     tree = os.path.realpath(request["tree"])
@@ -42,7 +42,7 @@ def probe(request: dict[str, Any]) -> dict[str, Any]:
                 the_plan.skips.setdefault(case.key(), ("error", f"{type(exc).__name__}: {exc}"))
         return {"mechanisms_file": where, "cases": [c.to_dict() for c in cases], "static": static,
                 "skips": {k: list(v) for k, v in the_plan.skips.items()},
-                "imports": list(mechanism_imports(cases))}
+                "imports": list(worker_imports(cases, suite.metrics))}
     except UserError as exc:
         return {"error": " ".join(str(exc).split())}
     except Exception as exc:

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 import torch
+
+from .results_schema import ID_COLUMNS
 
 Mode = Literal["forward", "train"]
 
@@ -21,11 +23,16 @@ DTYPES: dict[str, torch.dtype] = {
     "float16": torch.float16,
 }
 
-# Columns of results.csv that identify a case (in this order); everything else is a measurement.
-ID_COLUMNS = (
-    "mechanism", "label", "backend", "options", "height", "width", "tokens", "batch_size", "dim",
-    "num_heads", "dtype", "device", "mode", "task",
-)
+def freeze_options(options: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """Mechanism options as a Case holds them: sorted (name, value) pairs, lists as tuples (hashable)."""
+    def frozen(value: Any) -> Any:
+        if isinstance(value, list):
+            return tuple(frozen(v) for v in value)
+        if isinstance(value, dict):
+            return tuple(sorted((k, frozen(v)) for k, v in value.items()))
+        return value
+
+    return tuple(sorted((k, frozen(v)) for k, v in options.items()))
 
 
 @dataclass(frozen=True)
@@ -43,7 +50,9 @@ class Case:
     mode: Mode
     task: str | None = None
     seed: int = 0
-    extra: tuple[tuple[str, Any], ...] = field(default=())  # reserved for future swept keys
+    # The metric options of the suite grid this case came from ({metric: Options}); not part of the
+    # case's identity, and not sent to workers (a Job carries them as plain dicts).
+    metric_options: dict[str, Any] | None = field(default=None, compare=False, hash=False, repr=False)
 
     @property
     def tokens(self) -> int:
@@ -94,14 +103,12 @@ class Case:
         return x.requires_grad_(requires_grad)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "metric_options"}
         d["options"] = [list(p) for p in self.options]
-        d["extra"] = [list(p) for p in self.extra]
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Case":
         d = dict(d)
         d["options"] = tuple((k, v) for k, v in d.get("options", ()))
-        d["extra"] = tuple((k, v) for k, v in d.get("extra", ()))
         return cls(**d)

@@ -63,9 +63,5 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def cli() -> None:  # console-script wrapper
-    sys.exit(main())
-
-
 if __name__ == "__main__":  # pragma: no cover
-    cli()
+    sys.exit(main())

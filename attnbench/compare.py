@@ -23,6 +23,7 @@ from . import UserError
 from .paired import compare_rounds
 from .rounds import ROUND_SAMPLES
 from .stats import DEFAULT_CONFIDENCE, DEFAULT_THRESHOLD, compare_samples
+from .results_schema import MACS, PARAMS, is_missing
 from .store import Run
 
 # Environment fields that must agree for latencies to be comparable.
@@ -30,7 +31,7 @@ ENV_KEYS = ("device", "device_name", "torch", "threads")
 # Identity of a case as the user sees it, for the fallback match.
 FALLBACK_KEY = ("label", "height", "width", "batch_size", "dim", "num_heads", "dtype", "mode", "task")
 # Deterministic cost metrics: any difference is a change (higher is worse).
-EXACT_METRICS = ("macs", "params")
+EXACT_METRICS = (MACS, PARAMS)
 # Memory tolerance. On CPU the allocator peak comes from profiler allocation events and on CUDA
 # from max_memory_allocated; both are sums of exact tensor sizes for a fixed op sequence. What can
 # move them between runs is library scratch space (oneDNN/cuBLAS workspaces, allocator block
@@ -98,10 +99,6 @@ class Comparison:
     def exit_code(self) -> int:
         return 1 if self.regressions else 0
 
-    def to_frame(self) -> pd.DataFrame:
-        rows = sorted(self.findings, key=_order)
-        return pd.DataFrame([f.__dict__ for f in rows])
-
     def render(self, fmt: str = "text", show_unchanged: bool = True) -> str:
         return render_comparison(self, fmt, show_unchanged)
 
@@ -148,7 +145,7 @@ def _int(value: Any, default: int | None = None) -> Any:
 
 
 def _present(value: Any) -> bool:
-    return value is not None and not (isinstance(value, float) and math.isnan(value)) and value != ""
+    return not is_missing(value) and value != ""
 
 
 def _fallback_key(row: pd.Series) -> tuple:

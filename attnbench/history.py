@@ -17,7 +17,8 @@ step starts at run k when
 The threshold adapts to the series' own noise: it is max(``threshold``, exp(``noise_z``·σ) − 1),
 where σ, the run-to-run noise of one run's log-median, is estimated robustly from consecutive runs
 (σ = 1.4826·median|Δ log m| / √2; a rare step barely moves a median of differences). On this 2-core
-machine run medians wander by 3-5 % (research/feasibility.md §6); with a fixed 5 % threshold a
+machine, 5 repeated ``blocked_autorange`` medians of one case had a CV of 3-5 %
+(docs/findings.md has the noise measured under load); with a fixed 5 % threshold a
 10-run series with 3 % drift would show a false step one time in three, with ``noise_z`` = 2
 about one in ten, at the price of needing larger steps in noisy series.
 

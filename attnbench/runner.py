@@ -29,9 +29,6 @@ from .rounds import RoundCollector, round_budget
 from .suite import Suite
 from .worker import Job, WorkerInit
 
-RUN_METRICS = ("memory", "time", "fidelity", "receptive_field", "accuracy")  # metrics that execute the module
-
-
 @dataclass
 class Plan:
     """What a run will do with each case: run it, or write a row for it right away."""
@@ -92,17 +89,6 @@ class Calibration:
         return None
 
 
-def threads_for(suite: Suite) -> int:
-    if "time" in suite.metrics and suite.options_for("time") is not None:
-        return int(suite.options_for("time").threads)
-    return 1
-
-
-def _opt(suite: Suite, metric: str, name: str, default: Any) -> Any:
-    opts = suite.metric_options.get(metric)
-    return getattr(opts, name, default) if opts is not None else default
-
-
 def matmul_peaks(device: str, dtypes: list[str], threads: int, quick: bool = False) -> dict[str, float]:
     from .case import DTYPES
 
@@ -114,25 +100,24 @@ def matmul_peaks(device: str, dtypes: list[str], threads: int, quick: bool = Fal
         torch.set_num_threads(old)
 
 
-def mechanism_imports(cases: list[Case]) -> tuple[str, ...]:
-    """Modules a spawned worker must import so every case's mechanism is registered there too
-    (third-party plugins, test-only mechanisms); the built-ins register on ``import mechanisms``."""
+def worker_imports(cases: list[Case], metrics: list[str]) -> tuple[str, ...]:
+    """Modules a spawned worker must import so every case's mechanism and metric is registered there
+    too (third-party plugins, test-only ones); the built-ins register on import of their packages."""
     import mechanisms
 
+    from . import metrics as metric_registry
+
     mods = {mechanisms.get(c.mechanism).__module__ for c in cases}
-    return tuple(sorted(m for m in mods if not m.startswith("mechanisms.") and m != "__main__"))
+    mods |= {metric_registry.get(m).module for m in metrics if m not in metric_registry.BUILTIN}
+    return tuple(sorted(m for m in mods if not m.startswith(("mechanisms.", "attnbench.")) and m != "__main__"))
 
 
 def unsupported_reason(case: Case) -> str | None:
-    reason = devices.unavailable_reason(case.device)
-    if reason:
-        return reason
-    if case.backend == "xformers":
-        from mechanisms.global_attention import xformers_available
+    """Why the case cannot run here: the device is absent, or the mechanism says its backend cannot."""
+    import mechanisms
 
-        ok, why = xformers_available(case.device, case.torch_dtype)
-        return None if ok else why
-    return None
+    return devices.unavailable_reason(case.device) or mechanisms.get(case.mechanism).unavailable_reason(
+        case.backend, case.device, case.torch_dtype, case.mode)
 
 
 def plan(suite: Suite, cases: list[Case], peaks: dict[str, dict[str, float]]) -> Plan:
@@ -149,27 +134,21 @@ def plan(suite: Suite, cases: list[Case], peaks: dict[str, dict[str, float]]) ->
         # precision than their inputs (CPU SDPA accumulates bf16 in fp32 at near-fp32 speed).
         pred = predict(case, max(peaks.get(case.device, {}).values(), default=None))
         p.predictions[key] = pred
-        skip = skip_reason(case, pred, suite.metrics, limits.max_memory_gb, limits.timeout_s,
-                           _opt(suite, "memory", "warmup", 1), _opt(suite, "time", "warmup", 1))
+        skip = skip_reason(case, pred, suite.metric_options_for(case), limits.max_memory_gb, limits.timeout_s)
         if skip:
             p.skips[key] = skip
     return p
 
 
 def static_columns(suite: Suite, case: Case) -> dict[str, Any]:
-    """Columns known without running: analytic MACs and parameter counts (on the meta device)."""
+    """Columns the suite's metrics know without running (``Metric.static``: MACs, parameter counts)."""
+    from . import metrics as metric_registry
+
     cols: dict[str, Any] = {}
-    module = case.build_module(device="meta")
-    if "flops" in suite.metrics:
-        parts = module.flops(case.height, case.width)
-        total = int(parts["total"])
-        linear = int(module.linear_macs(case.height, case.width)) if hasattr(module, "linear_macs") else 0
-        cols["macs"] = total * case.batch_size
-        cols["macs_attention"] = int(parts.get("attention", total - linear)) * case.batch_size
-    if "params" in suite.metrics:
-        params = list(module.parameters())
-        cols["params"] = sum(q.numel() for q in params)
-        cols["params_trainable"] = sum(q.numel() for q in params if q.requires_grad)
+    for name in suite.metrics:
+        static = metric_registry.get(name).static
+        if static is not None:
+            cols.update(static(case))
     return cols
 
 
@@ -224,7 +203,7 @@ def run_suite(suite: Suite, out: Path | str = "results", device: str | None = No
     console = console or make_console(stderr=True)
     devs = devices.resolve_devices(suite.model.device, device)
     cases = suite.expand(devs)
-    threads = threads_for(suite)
+    threads = suite.threads
     dtypes = sorted({c.dtype for c in cases} | {"float32"})
     run_dir = prepare_run_dir(suite, Path(out), devs[0], Path(resume) if resume else None)
 
@@ -258,11 +237,11 @@ def run_suite(suite: Suite, out: Path | str = "results", device: str | None = No
 
     limits = suite.model.limits
     runner = executor or LocalExecutor(
-        WorkerInit(threads=threads, max_memory_gb=limits.max_memory_gb, imports=mechanism_imports(to_run),
+        WorkerInit(threads=threads, max_memory_gb=limits.max_memory_gb, imports=worker_imports(to_run, suite.metrics),
                    log_path=str(run_dir / "worker.log")),
         workers=suite.model.workers, timeout_s=limits.timeout_s, jobs_per_worker=suite.model.cases_per_worker,
     )
-    rounds = int(_opt(suite, "time", "rounds", 1))
+    rounds = int(getattr(suite.metric_options.get("time"), "rounds", 1))
     collector = RoundCollector()
 
     def options(case: Case) -> dict[str, Any]:
@@ -272,8 +251,7 @@ def run_suite(suite: Suite, out: Path | str = "results", device: str | None = No
             opts["time"]["min_run_time"] = round_budget(opts["time"]["min_run_time"], rounds)
         return opts
 
-    calib = Calibration(steps_needed(suite.metrics, _opt(suite, "memory", "warmup", 1), _opt(suite, "time", "warmup", 1)),
-                        limits.timeout_s)
+    calib = Calibration(steps_needed(suite.metric_options), limits.timeout_s)
 
     def jobs():
         """Yield the cases still worth running; write a row for those the measured cost rules out."""
@@ -340,7 +318,7 @@ def dry_run(suite: Suite, device: str | None = None, console: Console | None = N
     console = console or make_console()
     devs = devices.resolve_devices(suite.model.device, device)
     cases = suite.expand(devs)
-    threads = threads_for(suite)
+    threads = suite.threads
     dtypes = sorted({c.dtype for c in cases} | {"float32"})
     peaks = {d: matmul_peaks(d, dtypes, threads, quick=True) for d in devs if devices.is_available(d)}
     the_plan = plan(suite, cases, peaks)

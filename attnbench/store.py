@@ -23,17 +23,13 @@ import pandas as pd
 import yaml
 
 from . import RESULTS_SCHEMA_VERSION, UserError
-from .case import ID_COLUMNS
+from .results_schema import LEADING_COLUMNS, STATUSES, coerce, schema
 
 RESULTS_CSV = "results.csv"
 SAMPLES_JSONL = "samples.jsonl"
 ENV_JSON = "env.json"
 SUITE_YAML = "suite.yaml"
 
-STATUSES = ("ok", "oom", "unsupported", "timeout", "error")
-
-# Columns every results.csv starts with, in this order; metric columns follow in the order they appear.
-LEADING_COLUMNS = ("case_key", *ID_COLUMNS, "status", "error", "threads", "wall_s")
 
 
 # --------------------------------------------------------------------------------------- writing
@@ -183,20 +179,19 @@ class Run:
 
 
 def read_results(run_dir: Path) -> pd.DataFrame:
+    """results.csv with every declared column in its declared type (``results_schema``): text
+    columns are read as text (a label "7" stays "7"), integers as nullable ints, booleans as
+    nullable booleans, whatever other cells of the column are empty."""
     path = Path(run_dir) / RESULTS_CSV
+    columns = schema()
     if not path.exists():
         return pd.DataFrame(columns=list(LEADING_COLUMNS))
+    text = {name: object for name, col in columns.items() if col.kind in ("str", "json", "bool")}
     try:
-        return pd.read_csv(path, keep_default_na=True)
+        frame = pd.read_csv(path, keep_default_na=True, dtype=text)
     except pd.errors.EmptyDataError:
         return pd.DataFrame(columns=list(LEADING_COLUMNS))
-
-
-def stored_bool(value: Any) -> bool | None:
-    """A boolean cell as read back from results.csv (True, "True", 1, "1.0"...); None when empty."""
-    if value is None or (isinstance(value, float) and value != value):
-        return None
-    return str(value).strip().lower() in ("true", "1", "1.0")
+    return coerce(frame, columns)
 
 
 def read_samples(run_dir: Path) -> dict[tuple[str, str], list[float]]:

@@ -9,7 +9,8 @@ tasks`` is swept (cartesian product) for every entry of ``mechanisms``. Mechanis
 swept (a list there is a value, e.g. ``pale_size: [7, 5]``); write one entry per configuration.
 
 ``include:`` adds further grids to the same run, each a partial suite that inherits every key it does
-not set. Why: one experiment often needs a second shape (Pathfinder trains at a coarser token grid,
+not set (its own pydantic model, ``IncludeBlock``, so its errors are pydantic's, located at
+``include[i].<key>``). Why: one experiment often needs a second shape (Pathfinder trains at a coarser token grid,
 with a larger backbone and its own same-cost mechanism options) while every row still lands in one
 results table and one report. A block may set the grid keys, ``mechanisms`` and per-case metric
 option blocks (merged key by key over the top level's); run-level settings (metrics, limits,
@@ -26,20 +27,17 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from . import UserError
-from .case import DTYPES, Case
-from .metrics import METRIC_MODULES
+from . import metrics as metric_registry
+from .case import Case, freeze_options
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
-MODE_CHOICES = ("forward", "train")
 DEFAULT_METRICS = ["flops", "params", "memory", "time"]
 
 DtypeName = Literal["float64", "float32", "bfloat16", "float16"]
 DeviceName = Literal["auto", "cpu", "cuda", "mps"]
 ModeName = Literal["forward", "train"]
-PositiveInt = int  # checked by validators below; pydantic's strict ints reject bools for us
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -66,12 +64,10 @@ class MechanismSpec(BaseModel):
         return dict(self.model_extra or {})
 
 
-class SuiteModel(BaseModel):
-    """The suite file, as typed data. Defaults here are the documented defaults of every key."""
+class GridKeys(BaseModel):
+    """The keys a grid sweeps (and ``mechanisms``): set at the top level, and in ``include:`` blocks."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    description: str = ""
     device: Union[DeviceName, list[DeviceName]] = "auto"
     dtype: Union[DtypeName, list[DtypeName]] = "float32"
     mode: Union[ModeName, list[ModeName]] = "forward"
@@ -80,13 +76,7 @@ class SuiteModel(BaseModel):
     num_heads: Union[int, list[int]] = 2
     resolutions: Union[int, list[Union[int, list[int]]]] = Field(default_factory=lambda: [56])
     tasks: Union[str, None, list[Union[str, None]]] = Field(default_factory=lambda: [None])
-    metrics: list[str] = Field(default_factory=lambda: list(DEFAULT_METRICS))
-    limits: Limits = Field(default_factory=Limits)
-    workers: int = 1
-    cases_per_worker: int = 1
-    seed: int = 0
-    mechanisms: list[Union[str, MechanismSpec]]
-    include: list[dict[str, Any]] = Field(default_factory=list)
+    mechanisms: list[Union[str, MechanismSpec]] = Field(default_factory=list)
 
     @field_validator("batch_size", "dim", "num_heads")
     @classmethod
@@ -96,13 +86,6 @@ class SuiteModel(BaseModel):
                 raise ValueError(f"must be >= 1, got {x}")
         if isinstance(v, list) and not v:
             raise ValueError("must not be an empty list")
-        return v
-
-    @field_validator("workers", "cases_per_worker")
-    @classmethod
-    def _workers(cls, v: int) -> int:
-        if v < 1:
-            raise ValueError(f"must be >= 1, got {v}")
         return v
 
     @field_validator("device", "dtype", "mode", "tasks")
@@ -133,19 +116,73 @@ class SuiteModel(BaseModel):
             raise ValueError("must list at least one mechanism (see `attnbench list`)")
         return v
 
+
+class IncludeBlock(GridKeys):
+    """One ``include:`` entry: grid keys, ``mechanisms`` and the per-case metric option blocks, each
+    optional (unset keys are inherited from the top level; ``model_fields_set`` says which are set).
+    The metric option fields are added per registry by :func:`include_block_model`."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_empty(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data:
+            raise ValueError("an empty block adds nothing; set at least one of " + ", ".join(cls.model_fields))
+        return data
+
+
+class SuiteModel(GridKeys):
+    """The suite file, as typed data. Defaults here are the documented defaults of every key; the
+    metric option blocks (``timing:``, ``accuracy:``...) are fields added per registry by
+    :func:`suite_model`, so pydantic alone rejects unknown keys."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    metrics: list[str] = Field(default_factory=lambda: list(DEFAULT_METRICS))
+    limits: Limits = Field(default_factory=Limits)
+    workers: int = 1
+    cases_per_worker: int = 1
+    seed: int = 0
+    mechanisms: list[Union[str, MechanismSpec]]
+    include: list[Any] = Field(default_factory=list)
+
+    @field_validator("workers", "cases_per_worker")
+    @classmethod
+    def _workers(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError(f"must be >= 1, got {v}")
+        return v
+
     @field_validator("metrics")
     @classmethod
     def _metrics(cls, v: list[str]) -> list[str]:
+        known = metric_registry.names()
         if not v:
-            raise ValueError(f"must list at least one metric, from {sorted(METRIC_MODULES)}")
+            raise ValueError(f"must list at least one metric, from {sorted(known)}")
         for m in v:
-            if m not in METRIC_MODULES:
-                close = difflib.get_close_matches(m, list(METRIC_MODULES), n=1)
+            if m not in known:
+                close = difflib.get_close_matches(m, known, n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise ValueError(f"unknown metric {m!r}{hint} (choose from {sorted(METRIC_MODULES)})")
+                raise ValueError(f"unknown metric {m!r}{hint} (choose from {sorted(known)})")
         if len(set(v)) != len(v):
             raise ValueError("lists a metric twice")
         return v
+
+
+OptionBlock = Union[dict[str, Any], None]
+_MODELS: dict[tuple[str, ...], tuple[type[SuiteModel], type[IncludeBlock]]] = {}
+
+
+def _models() -> tuple[type[SuiteModel], type[IncludeBlock]]:
+    """SuiteModel and IncludeBlock with one optional mapping field per metric option block (the
+    registry may grow at run time: a plugin or test metric brings its own block)."""
+    metrics = [m for m in metric_registry.all_metrics() if m.options_key]
+    key = tuple(f"{m.options_key}:{m.run_level}" for m in metrics)
+    if key not in _MODELS:
+        top = {m.options_key: (OptionBlock, None) for m in metrics}
+        block = {m.options_key: (OptionBlock, None) for m in metrics if not m.run_level}
+        _MODELS[key] = (create_model("SuiteModel", __base__=SuiteModel, **top),
+                        create_model("IncludeBlock", __base__=IncludeBlock, **block))
+    return _MODELS[key]
 
 
 @dataclass(frozen=True)
@@ -157,20 +194,42 @@ class MechanismEntry:
     options: tuple[tuple[str, Any], ...]
 
 
+@dataclass(frozen=True)
+class Grid:
+    """One grid of a suite: its keys (the top level, or an ``include:`` block merged over it), its
+    mechanism entries, and the metric options every case it produces is measured with."""
+
+    keys: GridKeys
+    entries: tuple[MechanismEntry, ...]
+    metric_options: dict[str, Any]  # metric name -> validated Options instance (None without options)
+    where: str = "the top level"
+    block: IncludeBlock | None = None  # the include block as written (None for the top level)
+
+    def cases(self, devices: list[str] | None, seed: int) -> list[Case]:
+        m = self.keys
+        devs = devices if devices is not None else _dedupe(_as_list(m.device))
+        sizes = [tuple(r) if isinstance(r, list) else (r, r) for r in _as_list(m.resolutions)]
+        grid = itertools.product(
+            devs, _as_list(m.dtype), _as_list(m.mode), _as_list(m.batch_size), _as_list(m.dim),
+            _as_list(m.num_heads), _as_list(m.tasks), sizes,
+        )
+        return _dedupe([
+            Case(mechanism=e.name, label=e.label, options=e.options, height=h, width=w, batch_size=batch, dim=dim,
+                 num_heads=heads, dtype=dtype, device=device, mode=mode, task=task, seed=seed,
+                 metric_options=self.metric_options)
+            for device, dtype, mode, batch, dim, heads, task, (h, w) in grid for e in self.entries
+        ])
+
+
 @dataclass
 class Suite:
-    """A loaded, validated suite: the typed model, its metric options, and where it came from.
-
-    ``parts`` holds one Suite per ``include:`` block (its keys merged over the top level); the top
-    level itself is the first grid. Run-level settings are always read from the top level.
-    """
+    """A loaded, validated suite: the typed model and its grids (the top level first, then one per
+    ``include:`` block). Run-level settings are the top level's; each case carries the metric
+    options of the grid it came from (``Case.metric_options``), so nothing is re-derived later."""
 
     model: SuiteModel
-    entries: list[MechanismEntry]
-    metric_options: dict[str, Any]  # metric name -> validated Options instance
+    grids: list[Grid]
     path: Path | None = None
-    parts: list["Suite"] = field(default_factory=list)
-    _grid_of: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False, compare=False)  # device -> {case key: options}
 
     @property
     def name(self) -> str:
@@ -180,53 +239,47 @@ class Suite:
     def metrics(self) -> list[str]:
         return list(self.model.metrics)
 
+    @property
+    def entries(self) -> tuple[MechanismEntry, ...]:
+        return self.grids[0].entries
+
+    @property
+    def metric_options(self) -> dict[str, Any]:
+        """The top level's metric options (run-level blocks such as ``timing:`` are the same in every grid)."""
+        return self.grids[0].metric_options
+
     def options_for(self, metric: str) -> Any:
         return self.metric_options[metric]
 
     def metric_options_for(self, case: Case) -> dict[str, Any]:
         """The metric options of the grid (top level or ``include:`` block) that produced ``case``."""
-        if case.device not in self._grid_of:  # grids never overlap (checked on load), so the map is exact
-            self._grid_of[case.device] = {c.key(): part.metric_options for part in [self, *self.parts]
-                                          for c in part._expand_own([case.device])}
-        return self._grid_of[case.device].get(case.key(), self.metric_options)
+        return case.metric_options if case.metric_options is not None else self.metric_options
+
+    @property
+    def threads(self) -> int:
+        """Intra-op threads of the run: what a metric fixes (``timing.threads``), else 1."""
+        fixed = [metric_registry.get(m).threads(opts) for m, opts in self.metric_options.items()]
+        return next((int(t) for t in fixed if t), 1)
 
     def as_dict(self) -> dict[str, Any]:
         """The suite as loaded, with every default filled in (what ``suite.yaml`` of a run holds)."""
-        d = self.model.model_dump(mode="json", exclude={"mechanisms"})
+        option_keys = {m.options_key for m in metric_registry.all_metrics() if m.options_key}
+        d = self.model.model_dump(mode="json", exclude={"mechanisms", "include", *option_keys})
         d["mechanisms"] = [{"name": e.name, "label": e.label, **_jsonable(dict(e.options))} for e in self.entries]
         for metric, opts in self.metric_options.items():
-            key = getattr(importlib.import_module(METRIC_MODULES[metric]), "OPTIONS_KEY", None)
+            key = metric_registry.get(metric).options_key
             if key and opts is not None:
                 d[key] = opts.model_dump(mode="json")
+        d["include"] = [g.block.model_dump(mode="json", exclude_unset=True) for g in self.grids[1:] if g.block is not None]
         return d
 
     def expand(self, devices: list[str] | None = None) -> list[Case]:
-        """The cartesian product of all swept keys, for every mechanism entry, as Cases.
+        """The cartesian product of all swept keys, for every mechanism entry of every grid, as Cases.
 
         ``devices`` replaces the suite's device list (already resolved: ``auto`` becomes the best
         device here, duplicates removed); the runner passes the result of ``devices.resolve_devices``.
         """
-        cases = self._expand_own(devices)
-        for part in self.parts:
-            cases.extend(part._expand_own(devices))
-        return _dedupe(cases)
-
-    def _expand_own(self, devices: list[str] | None = None) -> list[Case]:
-        m = self.model
-        devs = devices if devices is not None else _dedupe(_as_list(m.device))
-        sizes = [tuple(r) if isinstance(r, list) else (r, r) for r in _as_list(m.resolutions)]
-        cases: list[Case] = []
-        grid = itertools.product(
-            devs, _as_list(m.dtype), _as_list(m.mode), _as_list(m.batch_size), _as_list(m.dim),
-            _as_list(m.num_heads), _as_list(m.tasks), sizes,
-        )
-        for device, dtype, mode, batch, dim, heads, task, (h, w) in grid:
-            for e in self.entries:
-                cases.append(Case(
-                    mechanism=e.name, label=e.label, options=e.options, height=h, width=w, batch_size=batch,
-                    dim=dim, num_heads=heads, dtype=dtype, device=device, mode=mode, task=task, seed=m.seed,
-                ))
-        return _dedupe(cases)
+        return _dedupe([c for g in self.grids for c in g.cases(devices, self.model.seed)])
 
 
 # ----------------------------------------------------------------------------------- loading
@@ -236,28 +289,6 @@ def _dedupe(items: list[Any]) -> list[Any]:
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(d, default=list))
-
-
-def _hashable(value: Any) -> Any:
-    if isinstance(value, list):
-        return tuple(_hashable(v) for v in value)
-    if isinstance(value, dict):
-        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
-    return value
-
-
-def _metric_option_keys() -> dict[str, str]:
-    """Suite key -> metric name, for every metric module that imports and has an options block."""
-    keys: dict[str, str] = {}
-    for metric, path in METRIC_MODULES.items():
-        try:
-            mod = importlib.import_module(path)
-        except ImportError:
-            continue
-        key = getattr(mod, "OPTIONS_KEY", None)
-        if key:
-            keys[key] = metric
-    return keys
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
@@ -342,104 +373,85 @@ def validate_suite(data: dict[str, Any], source: str = "<suite>", path: Path | N
     def fail(key: str, reason: str) -> UserError:
         return UserError(f"{source}: key '{key}': {reason}")
 
-    data = dict(data)
-    option_keys = _metric_option_keys()
-    known = set(SuiteModel.model_fields) | set(option_keys)
-    for key in data:
-        if key not in known:
-            close = difflib.get_close_matches(str(key), sorted(known), n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(sorted(known))}"
-            raise fail(str(key), f"unknown key{hint}")
-    blocks = {k: data.pop(k) for k in list(data) if k in option_keys}
+    model_cls, block_cls = _models()
     for required in ("name", "mechanisms"):
         if required not in data:
             raise fail(required, "missing (every suite needs 'name' and 'mechanisms')")
     try:
-        model = SuiteModel.model_validate(data)
+        model = model_cls.model_validate(data)
     except ValidationError as exc:
-        key, reason = _first_error(exc, {"limits": list(Limits.model_fields), "": list(SuiteModel.model_fields)})
+        key, reason = _first_error(exc, {"limits": list(Limits.model_fields), "": list(model_cls.model_fields)})
         raise fail(key, reason) from None
-
-    metric_options = _validate_metric_options(model, blocks, option_keys, fail)
-    entries = _validate_mechanisms(model, fail)
+    raw_blocks = {m.options_key: getattr(model, m.options_key) for m in metric_registry.all_metrics() if m.options_key}
+    top = Grid(keys=model, entries=_validate_mechanisms(model, fail),
+               metric_options=_validate_metric_options(model.metrics, raw_blocks, fail))
     _validate_exclusive(model, fail)
-    suite = Suite(model=model, entries=entries, metric_options=metric_options, path=path)
-    suite.parts = _validate_includes(suite, data, blocks, option_keys, source)
-    return suite
-
-
-GRID_KEYS = ("device", "dtype", "mode", "batch_size", "dim", "num_heads", "resolutions", "tasks")
-RUN_LEVEL_OPTION_KEYS = ("timing", "memory")  # one run measures every case the same way
-
-
-def _validate_includes(top: Suite, data: dict[str, Any], blocks: dict[str, Any], option_keys: dict[str, str],
-                       source: str) -> list[Suite]:
-    """Each ``include:`` block as a Suite of its own: the top level's keys with the block's merged in.
-
-    A block is validated exactly like a whole suite (so a bad option names ``include[i].<key>``), and
-    no two grids may produce the same case: a case must have one set of metric options.
-    """
-    allowed = (*GRID_KEYS, "mechanisms", *(k for k in option_keys if k not in RUN_LEVEL_OPTION_KEYS))
-    parts: list[Suite] = []
-    seen = {c.key(): "the top level" for c in top.expand()}
-    for i, block in enumerate(top.model.include):
-        where = f"include[{i}]"
-        if not block:
-            raise UserError(f"{source}: key '{where}': an empty block adds nothing; set at least one of {', '.join(allowed)}")
-        for key in block:
-            if key not in allowed:
-                run_level = key in SuiteModel.model_fields or key in RUN_LEVEL_OPTION_KEYS
-                close = difflib.get_close_matches(str(key), list(allowed), n=1)
-                hint = (" is a run-level setting; set it once at the top level" if run_level
-                        else " is not a suite key" + (f"; did you mean '{close[0]}'?" if close else ""))
-                raise UserError(f"{source}: key '{where}.{key}': '{key}'{hint} "
-                                f"(an include block may set: {', '.join(allowed)})")
-        merged = {k: v for k, v in data.items() if k != "include"}
-        merged.update(blocks)
-        for key, value in block.items():
-            if key in option_keys and isinstance(value, dict) and isinstance(blocks.get(key), dict):
-                merged[key] = {**blocks[key], **value}
-            else:
-                merged[key] = value
-        try:
-            part = validate_suite(merged, source=source, path=top.path)
-        except UserError as exc:
-            raise UserError(str(exc).replace(f"{source}: key '", f"{source}: key '{where}.", 1)) from None
-        for case in part.expand():
+    grids = [top]
+    seen = {c.key(): top.where for c in top.cases(None, model.seed)}
+    for i, raw in enumerate(model.include):
+        grid = _validate_include(i, raw, top, raw_blocks, block_cls, source)
+        for case in grid.cases(None, model.seed):
             if case.key() in seen:
-                raise UserError(f"{source}: key '{where}': case {case.describe()} is already in {seen[case.key()]}; "
-                                "a case can belong to one grid only (change the block's resolutions, tasks or dim)")
-            seen[case.key()] = where
-        parts.append(part)
-    return parts
+                raise fail(grid.where, f"case {case.describe()} is already in {seen[case.key()]}; a case can belong "
+                                       "to one grid only (change the block's resolutions, tasks or dim)")
+            seen[case.key()] = grid.where
+        grids.append(grid)
+    return Suite(model=model, grids=grids, path=path)
 
 
-def _validate_metric_options(model: SuiteModel, blocks: dict[str, Any], option_keys: dict[str, str], fail) -> dict[str, Any]:
+def _validate_include(i: int, raw: Any, top: Grid, raw_blocks: dict[str, Any], block_cls: type[IncludeBlock],
+                      source: str) -> Grid:
+    """``include[i]`` as a Grid: the block's keys over the top level's, its option blocks merged key by
+    key over the top level's. Errors are located at ``include[i].<key>``."""
+    where = f"include[{i}]"
+
+    def fail(key: str, reason: str) -> UserError:
+        return UserError(f"{source}: key '{where}{'.' + key if key else ''}': {reason}")
+
+    allowed = list(block_cls.model_fields)
+    try:
+        block = block_cls.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        key = str(err["loc"][-1]) if err["loc"] else ""
+        if err["type"] == "extra_forbidden" and len(err["loc"]) == 1 and (
+                key in SuiteModel.model_fields or key in {m.options_key for m in metric_registry.all_metrics()}):
+            raise fail(key, f"'{key}' is a run-level setting; set it once at the top level "
+                            f"(an include block may set: {', '.join(allowed)})") from None
+        key, reason = _first_error(exc, {"": allowed})
+        raise fail("" if key == "<top>" else key, reason) from None
+    grid_keys = {k: getattr(block, k) for k in block.model_fields_set if k in GridKeys.model_fields}
+    keys = top.keys.model_copy(update=grid_keys)
+    blocks = dict(raw_blocks)
+    for key in block.model_fields_set - set(GridKeys.model_fields):
+        blocks[key] = {**(raw_blocks.get(key) or {}), **(getattr(block, key) or {})}
+    metric_options = _validate_metric_options(top.keys.metrics, blocks, fail)
+    entries = _validate_mechanisms(keys, fail)  # inherited entries too: they must build at this grid's sizes
+    return Grid(keys=keys, entries=entries, metric_options=metric_options, where=where, block=block)
+
+
+def _validate_metric_options(metrics: list[str], blocks: dict[str, Any], fail) -> dict[str, Any]:
+    """Validated options of every metric the suite lists ({name: Options or None}). Every option
+    block present is validated, also one of a metric the suite does not list (a typo there is caught)."""
     out: dict[str, Any] = {}
-    for metric in model.metrics:
+    for name in metrics:
         try:
-            importlib.import_module(METRIC_MODULES[metric])
+            metric_registry.get(name)
         except ImportError as exc:
-            raise fail("metrics", f"metric {metric!r} is not available in this install ({exc})") from None
-    for key, metric in option_keys.items():
-        block = blocks.get(key, {})
-        if block is None:
-            block = {}
-        if not isinstance(block, dict):
-            raise fail(key, f"must be a mapping of {metric} options, got {type(block).__name__}")
-        options_cls = importlib.import_module(METRIC_MODULES[metric]).Options
+            raise fail("metrics", f"metric {name!r} is not available in this install ({exc})") from None
+    for metric in metric_registry.all_metrics():
+        if not metric.options_key or metric.options is None:
+            continue
         try:
-            opts = options_cls.model_validate(block)
+            opts = metric.make_options(blocks.get(metric.options_key))
         except ValidationError as exc:
-            sub, reason = _first_error(exc, {"": list(options_cls.model_fields)})
-            raise fail(f"{key}.{sub}", reason) from None
-        if metric in model.metrics:
-            out[metric] = opts
-    for metric in model.metrics:  # metrics without an options block
-        if metric not in out:
-            options_cls = getattr(importlib.import_module(METRIC_MODULES[metric]), "Options", None)
-            out[metric] = options_cls() if options_cls is not None else None
-    return out
+            sub, reason = _first_error(exc, {"": list(metric.options.model_fields)})
+            raise fail(f"{metric.options_key}.{sub}", reason) from None
+        if metric.name in metrics:
+            out[metric.name] = opts
+    for name in metrics:  # metrics without an options block
+        out.setdefault(name, metric_registry.get(name).make_options())
+    return {name: out[name] for name in metrics}
 
 
 def default_label(name: str, options: dict[str, Any], defaults: dict[str, Any]) -> str:
@@ -454,7 +466,7 @@ def _fmt_value(v: Any) -> str:
     return str(v)
 
 
-def _validate_mechanisms(model: SuiteModel, fail) -> list[MechanismEntry]:
+def _validate_mechanisms(model: GridKeys, fail) -> tuple[MechanismEntry, ...]:
     import mechanisms
 
     entries: list[MechanismEntry] = []
@@ -492,14 +504,14 @@ def _validate_mechanisms(model: SuiteModel, fail) -> list[MechanismEntry]:
             raise fail(f"{key}.label", f"label {label!r} is already used by mechanisms[{labels[label]}]; "
                                        "give each entry a distinct 'label'")
         labels[label] = i
-        entries.append(MechanismEntry(spec.name, label, tuple(sorted((k, _hashable(v)) for k, v in opts.items()))))
-    return entries
+        entries.append(MechanismEntry(spec.name, label, freeze_options(opts)))
+    return tuple(entries)
 
 
 def _validate_exclusive(model: SuiteModel, fail) -> None:
     if model.workers == 1:
         return
-    exclusive = [m for m in model.metrics if getattr(importlib.import_module(METRIC_MODULES[m]), "EXCLUSIVE", False)]
+    exclusive = [m for m in model.metrics if metric_registry.get(m).exclusive]
     if exclusive:
         raise fail("workers", f"must be 1 when measuring {', '.join(exclusive)} (they need the machine to themselves); "
                               "use workers > 1 only for suites without time/memory metrics")

@@ -147,21 +147,20 @@ def run_job(job: Job, threads: int) -> dict[str, Any]:
     """Measure one case with every metric; never raises. Returns {status, error, columns, samples}."""
     import torch
 
+    from . import metrics as metric_registry
     from .case import Case
-    from .metrics import MetricContext, metric_module
+    from .metrics import MetricContext
 
     case = Case.from_dict(job.case)
     columns: dict[str, Any] = {}
     samples: dict[str, list[float]] = {}
     status, error = "ok", None
     for name in job.metrics:
-        mod = metric_module(name)
-        opts_cls = getattr(mod, "Options", None)
-        opts = opts_cls.model_validate(job.options.get(name) or {}) if opts_cls is not None else None
-        ctx = MetricContext(case=case, options=opts, device=torch.device(case.device), dtype=case.torch_dtype,
-                            threads=threads, env=job.env)
+        metric = metric_registry.get(name)
+        ctx = MetricContext(case=case, options=metric.make_options(job.options.get(name)),
+                            device=torch.device(case.device), dtype=case.torch_dtype, threads=threads, env=job.env)
         try:
-            columns.update(mod.measure(ctx))
+            columns.update(metric.measure(ctx))
         except NotImplementedError as exc:
             status, error = "unsupported", f"{name}: {one_line(exc)}"
         except Exception as exc:

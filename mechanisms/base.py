@@ -4,17 +4,19 @@ and partition helpers.
 Why one base: each mechanism differs only in *which keys a query may see* and in its positional term.
 Keeping qkv/proj, head splitting, the dense `masked` backend and the float64 reference hooks here
 means a mechanism file holds only what is particular to it, and the `masked` backend, the reference,
-receptive-field maps and block-sparse backends all read the same single pattern rule.
+receptive-field maps and the dependency test all read the same single pattern rule.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Literal
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
+
+from .reference import DenseForm
 
 # (head, q_row, q_col, k_row, k_col) -> bool; all arguments are broadcastable integer tensors.
 MaskRule = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
@@ -25,7 +27,7 @@ class AttentionPattern:
     """Per head, which keys each query may attend, on the real ``height x width`` grid.
 
     The rule is a small vectorised predicate in the style of attention-gym mask_mods, so one
-    definition serves the dense mask, the reference, receptive-field analysis and block-sparse kernels.
+    definition serves the dense mask, the reference, receptive-field analysis and the dependency test.
     Tokens are numbered row-major: token ``t`` is at ``(t // width, t % width)``.
     """
 
@@ -154,8 +156,9 @@ class AttentionBase(nn.Module):
     ``_forward_<backend>``), and override the positional hooks ``logit_bias`` / ``output_term`` /
     ``token_qkv`` when they have a positional term or non-linear projections. The generic
     ``masked`` backend and the float64 reference are built from those hooks. For the dependency test
-    (input gradient of one output token), set ``dependency_radius`` when spatial convs feed q/k/v, or
-    override ``dependency_mask`` when the pattern alone does not say which inputs reach an output.
+    (input gradient of one output token), set ``dependency_radius`` when spatial convs feed q/k/v
+    (Pale), or override ``dependency_mask`` when the pattern alone does not say which inputs reach an
+    output (no built-in mechanism needs to).
 
     Args:
         backend: implementation to run; see the class attribute ``backends`` for the choices.
@@ -277,14 +280,77 @@ class AttentionBase(nn.Module):
         """Analytic MACs of one forward at batch 1, by part, with the sum under ``"total"``."""
         raise NotImplementedError
 
+    # ------------------------------------------------ the contract the harness relies on (no names)
+    @classmethod
+    def unavailable_reason(cls, backend: str, device: str, dtype: torch.dtype, mode: str = "forward") -> str | None:
+        """Why ``backend`` cannot run on ``device`` in ``dtype`` and ``mode``, or None when it can.
+
+        Why on the class: the harness asks before building anything, and a row that cannot run must
+        say why in the mechanism's words (xformers on a CPU, flex training on CPU). Subclasses that
+        add a device-bound backend extend this (call ``super()`` first).
+        """
+        if backend not in cls.backends:
+            name = cls.mechanism_name or cls.__name__
+            return f"{name} has no backend {backend!r}; choose one of {list(cls.backends)}"
+        return None
+
+    def deploy(self) -> nn.Module:
+        """The module as it is served for inference. Identity unless a mechanism has a training-only
+        structure that merges away (Slide's two shift convs); ``mode: forward`` measures this form."""
+        return self
+
+    @classmethod
+    def layer_options(cls, options: dict[str, Any], index: int) -> dict[str, Any]:
+        """Options of block ``index`` (0-based) of a backbone built from one configuration.
+
+        Why here: alternation is part of a mechanism's design (Swin shifts every other block), so a
+        backbone asks the mechanism instead of knowing its option names. Default: every block alike.
+        """
+        return dict(options)
+
+    def dense_form(self, x: Tensor) -> DenseForm:
+        """Everything the float64 reference needs as dense tensors, from the positional hooks.
+
+        Override when attention is not over plain tokens (Slide: keys are per-offset conv outputs).
+        """
+        B, H, W, _ = x.shape
+        q, k, v = self.token_qkv(x)
+        return DenseForm(q=q, k=k, v=v, allowed=self.pattern(H, W).dense(x.device),
+                         logit_bias=self.logit_bias(H, W), output_add=self.output_term(q, k, v, H, W))
+
+    def attention_memory_bytes(self, batch: int, H: int, W: int, element_size: int, train: bool,
+                               device: str = "cpu") -> int:
+        """Bytes the attention of the selected backend holds beyond the token activations.
+
+        The memory predictor adds this to parameters and activations to skip cases that cannot fit,
+        so each backend states its own footprint here: ``masked`` builds dense (B, h, N, N) logits
+        and probabilities (x2 kept for backward in training), the (h, N, N) boolean mask from int64
+        coordinate broadcasts (~3·8 bytes a pair) and, with a positional bias, a float copy of it.
+        ``native`` runs fused SDPA on CPU and CUDA (O(N·d): nothing extra); on MPS, whose SDPA
+        materialises the logits, it costs B·h·N·K with K the keys per query from the attention MACs.
+        """
+        N, h = H * W, self.num_heads
+        keep = 4 if train else 2
+        if self.backend == "masked":
+            extra = batch * h * N * N * element_size * keep + N * N * (3 * 8 + h)
+            if type(self).logit_bias is not AttentionBase.logit_bias:
+                extra += h * N * N * element_size * 2
+            return extra
+        if device == "mps":
+            parts = self.flops(H, W)
+            keys_per_query = parts.get("attention", 0) / max(2 * N * self.dim, 1)
+            return int(batch * h * N * keys_per_query * element_size * keep)
+        return 0
+
     def dependency_mask(self, H: int, W: int, token: int) -> Tensor:
         """Bool (H, W): the input tokens the output at ``token`` (row-major index) depends on.
 
         The dependency test backpropagates from one output token and requires the input gradient to be
         non-zero exactly here, which checks the fast path against the pattern. Default: the query itself
         plus the keys any head may attend, dilated by ``dependency_radius`` (zero padding: the dilation
-        stops at the map border). Override when inputs reach the output otherwise (Slide's conv-shifted
-        keys).
+        stops at the map border). Override when inputs reach the output otherwise. Slide does not need
+        to: its conv-shifted keys come exactly from its k x k window clipped to the map, which is its
+        pattern.
         """
         seen = self.pattern(H, W).dense()[:, token, :].any(0)
         seen[token] = True

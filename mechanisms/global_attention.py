@@ -21,17 +21,13 @@ def _xformers_unavailable_reason(device: torch.device, dtype: torch.dtype) -> st
     """Why xformers cannot run here, or None when it can (CUDA, fp16/bf16/fp32, importable)."""
     if device.type != "cuda":
         return f"xformers has no {device.type} kernels (CUDA only); use backend='native' or 'math'"
+    if dtype == torch.float64:
+        return "xformers has no float64 kernels; use backend='native' or 'math' for float64"
     try:
         import xformers.ops  # noqa: F401
     except Exception as exc:  # ImportError, or a broken binary build
         return f"xformers is not importable ({type(exc).__name__}: {exc}); pip install xformers or use backend='native'"
     return None
-
-
-def xformers_available(device: torch.device | str = "cuda", dtype: torch.dtype = torch.float16) -> tuple[bool, str]:
-    """(available, reason) for the xformers backend on ``device``; the harness reports the reason."""
-    reason = _xformers_unavailable_reason(torch.device(device), dtype)
-    return reason is None, reason or "available"
 
 
 @register("global")
@@ -47,19 +43,29 @@ class GlobalAttention(AttentionBase):
     def __init__(self, dim: int, num_heads: int, *, backend: str = "native", **common: Any) -> None:
         super().__init__(dim, num_heads, backend=backend, **common)
 
-    def _qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        B, H, W, C = x.shape
-        return self.split_qkv(x.reshape(B, H * W, C))  # B, heads, N, d each
+    @classmethod
+    def unavailable_reason(cls, backend: str, device: str, dtype: torch.dtype, mode: str = "forward") -> str | None:
+        reason = super().unavailable_reason(backend, device, dtype, mode)
+        if reason is None and backend == "xformers":
+            reason = _xformers_unavailable_reason(torch.device(device), dtype)
+        return reason
+
+    def attention_memory_bytes(self, batch: int, H: int, W: int, element_size: int, train: bool,
+                               device: str = "cpu") -> int:
+        """``math`` materialises (B, h, N, N) logits and probabilities; xformers is O(N·d) like SDPA."""
+        if self.backend == "math":
+            return batch * self.num_heads * (H * W) ** 2 * element_size * (4 if train else 2)
+        return super().attention_memory_bytes(batch, H, W, element_size, train, device)
 
     def _forward_native(self, x: Tensor) -> Tensor:
         B, H, W, _ = x.shape
-        q, k, v = self._qkv(x)
+        q, k, v = self.token_qkv(x)
         out = attend(q, k, v, scale=self.scale, dropout_p=self._dropout_p())
         return self.merge_heads(out, H, W)
 
     def _forward_math(self, x: Tensor) -> Tensor:
         B, H, W, _ = x.shape
-        q, k, v = self._qkv(x)
+        q, k, v = self.token_qkv(x)
         out = attend(q, k, v, scale=self.scale, backend="math", dropout_p=self._dropout_p())
         return self.merge_heads(out, H, W)
 
@@ -70,7 +76,7 @@ class GlobalAttention(AttentionBase):
         import xformers.ops as xops
 
         B, H, W, _ = x.shape
-        q, k, v = self._qkv(x)
+        q, k, v = self.token_qkv(x)
         # xformers wants (B, N, heads, d).
         out = xops.memory_efficient_attention(
             q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), p=self._dropout_p(), scale=self.scale

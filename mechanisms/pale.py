@@ -4,7 +4,8 @@ Why this file looks the way it does: the paper's point is that attention over s_
 plus s_c interlaced columns reaches the whole map in one layer at the cost of a stripe. The
 interlacing is a plain reshape (rows i·N_r + g for i < s_r form group g), so the fast path is two
 views and a permute per branch, with no gather and no loop over groups. Pale's official code was never
-released; the semantics follow the paper and ``/work/shared/specs/mechanisms.md``.
+released; the semantics follow the paper, and the choices the paper leaves open are listed in
+``docs/mechanisms.md`` (Pale and Slide).
 """
 from __future__ import annotations
 

@@ -3,9 +3,10 @@
 Why it exists: every fast path (windows, stripes, interlaced groups, conv shifts) is checked against
 one implementation that knows nothing about partitions. It builds the full (N, N) logits, keeps only
 the pairs the pattern allows, normalises with an explicit exp/sum in float64 and adds the
-mechanism's positional terms through the same hooks the `masked` backend uses. A mechanism whose
-attention is not over plain tokens (Slide: keys are per-offset conv outputs) supplies its own
-``dense_form``.
+mechanism's positional terms through the same hooks the `masked` backend uses. What it attends comes
+from the mechanism's ``dense_form()`` (part of the contract in ``base.AttentionBase``): the default
+reads the positional hooks, and a mechanism whose attention is not over plain tokens (Slide: keys
+are per-offset conv outputs) overrides it.
 """
 from __future__ import annotations
 
@@ -34,20 +35,6 @@ class DenseForm:
     output_add: Tensor | None = None
 
 
-def default_dense_form(module: nn.Module, x: Tensor) -> DenseForm:
-    """DenseForm from the base hooks: token_qkv, pattern, logit_bias, output_term."""
-    B, H, W, _ = x.shape
-    q, k, v = module.token_qkv(x)
-    return DenseForm(
-        q=q,
-        k=k,
-        v=v,
-        allowed=module.pattern(H, W).dense(x.device),
-        logit_bias=module.logit_bias(H, W),
-        output_add=module.output_term(q, k, v, H, W),
-    )
-
-
 def dense_attention(form: DenseForm, scale: float) -> Tensor:
     """Masked softmax attention spelled out: (B, heads, N, d)."""
     logits = torch.einsum("bhnd,bhmd->bhnm", form.q, form.k) * scale
@@ -74,7 +61,5 @@ def reference_forward(module: nn.Module, x: Tensor, dtype: torch.dtype | None = 
         module = copy.deepcopy(module).to(dtype)
         x = x.to(dtype)
     B, H, W, _ = x.shape
-    form_fn = getattr(module, "dense_form", None)
-    form = form_fn(x) if form_fn is not None else default_dense_form(module, x)
-    out = dense_attention(form, module.scale)
+    out = dense_attention(module.dense_form(x), module.scale)
     return module.proj(module.merge_heads(out, H, W))

@@ -2,7 +2,10 @@
 
 Why a registry: the harness, the tests and third parties must all see the same list of mechanisms,
 and `describe()` must read options from the constructors themselves so `attnbench list` can never
-drift from the code. Third-party packages register through the ``attnbench.mechanisms`` entry-point
+drift from the code. ``register`` is also where the mechanism contract is enforced: the harness
+calls ``pattern``, ``flops``, ``linear_macs``, ``dense_form``, ``unavailable_reason``, ``deploy``,
+``layer_options`` and ``attention_memory_bytes`` on every mechanism and never tests a name, so a
+class that lacks one is refused here, at import, rather than failing mid-sweep. Third-party packages register through the ``attnbench.mechanisms`` entry-point
 group (each entry point names a module to import, or a class decorated with ``@register``); they are
 loaded lazily, the first time the registry is queried.
 """
@@ -28,14 +31,41 @@ T = TypeVar("T", bound=type)
 _COMMON_ARGS = ("self", "dim", "num_heads", "device", "dtype")
 
 
+# What the harness calls on a mechanism (see AttentionBase for each one's meaning).
+CONTRACT_METHODS = ("pattern", "flops", "linear_macs", "dense_form", "unavailable_reason", "deploy",
+                    "layer_options", "attention_memory_bytes")
+
+
+def contract_problems(cls: Any) -> list[str]:
+    """What keeps ``cls`` from being a mechanism: empty for AttentionBase subclasses and for
+    ``nn.Module`` classes that implement the whole contract and declare ``backends``."""
+    from .base import AttentionBase
+
+    if isinstance(cls, type) and issubclass(cls, AttentionBase):
+        return []
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        return [f"{cls!r} is not an nn.Module class"]
+    missing = [m for m in CONTRACT_METHODS if not callable(getattr(cls, m, None))]
+    backends = getattr(cls, "backends", None)
+    if not (isinstance(backends, tuple) and backends and all(isinstance(b, str) for b in backends)):
+        missing.append("backends (a tuple of backend names)")
+    return [f"missing {', '.join(missing)}"] if missing else []
+
+
 def register(name: str) -> Callable[[T], T]:
     """Class decorator: make a mechanism buildable by ``name``.
 
     A duplicate name is an error (not a warning as in timm): two modules answering to one name would
-    make every table ambiguous.
+    make every table ambiguous. A class that does not meet the contract is refused with what it lacks.
     """
 
     def wrap(cls: T) -> T:
+        problems = contract_problems(cls)
+        if problems:
+            raise TypeError(
+                f"cannot register {name!r}: {getattr(cls, '__qualname__', cls)} is not a mechanism ({'; '.join(problems)}); "
+                "subclass mechanisms.AttentionBase, which provides the whole contract"
+            )
         if name in _REGISTRY and _REGISTRY[name] is not cls:
             raise ValueError(
                 f"mechanism name {name!r} is already registered by {_REGISTRY[name].__module__}."
@@ -64,8 +94,11 @@ def _load_entry_points() -> None:
         except Exception as exc:  # a broken plugin must not break the built-in mechanisms
             _entry_point_errors[ep.name] = f"{type(exc).__name__}: {exc}"
             continue
-        if isinstance(obj, type) and issubclass(obj, nn.Module) and obj not in _REGISTRY.values():
-            register(ep.name)(obj)
+        if isinstance(obj, type) and obj not in _REGISTRY.values():
+            try:
+                register(ep.name)(obj)
+            except (TypeError, ValueError) as exc:  # a plugin that breaks the contract is reported by get()
+                _entry_point_errors[ep.name] = str(exc)
 
 
 def _ensure_builtins() -> None:
@@ -160,7 +193,7 @@ def describe(name: str) -> dict[str, Any]:
     return {
         "name": name,
         "summary": doc,
-        "backends": list(getattr(cls, "backends", ("native",))),
+        "backends": list(cls.backends),
         "options": {k: {"default": v.default, "type": v.annotation, "doc": v.doc} for k, v in options(name).items()},
     }
 

@@ -297,6 +297,26 @@ class SlideAttention(AttentionBase):
             allowed=allowed.expand(h, N, N * k2),
         )
 
+    def attention_memory_bytes(self, batch: int, H: int, W: int, element_size: int, train: bool,
+                               device: str = "cpu") -> int:
+        """What each backend materialises beyond the token activations (see ``flops`` for the shapes).
+
+        native and im2col: the k² shifted (or unfolded) copies of K and V, (2, B, h, N, d, k²), plus
+        the copy their permute makes. masked with the learnable branch: the same slot keys and values
+        and (B, h, N, N·k²) logits, with an (N, N·k²) bool mask; without it: (B, h, N, M) logits over
+        the M zero-padded map positions, their additive bias, and int64 coordinate broadcasts.
+        """
+        N, C, h, k2 = H * W, self.dim, self.num_heads, self.kernel_size**2
+        keep = 4 if train else 2
+        slots = 2 * batch * N * C * k2 * element_size
+        if self.backend in ("native", "im2col"):
+            return slots * keep
+        if self.deformable:
+            return slots + batch * h * N * N * k2 * element_size * keep + N * N * k2
+        r = self.kernel_size // 2
+        M = (H + 2 * r) * (W + 2 * r)
+        return batch * h * N * M * element_size * (keep + 1) + N * M * (4 * 8 + 1)
+
     # ------------------------------------------------------------------------- what it attends
     def pattern(self, H: int, W: int) -> AttentionPattern:
         """The k×k neighbourhood clipped to the grid. Border queries also attend zero-padded virtual

@@ -106,6 +106,15 @@ class SwinAttention(AttentionBase):
         self.relative_position_bias_table = nn.Parameter(trunc_normal_(table, std=0.02))
         self.register_buffer("relative_position_index", relative_position_index(window_size, device), persistent=False)
 
+    @classmethod
+    def layer_options(cls, options: dict[str, Any], index: int) -> dict[str, Any]:
+        """Swin's alternation: a shifted configuration runs plain windows (W-MSA) in even blocks and
+        the shifted ones (SW-MSA) in odd blocks; an unshifted one is the same in every block."""
+        opts = dict(options)
+        if opts.get("shift", 0) != 0 and index % 2 == 0:
+            opts["shift"] = 0
+        return opts
+
     def effective_shift(self, H: int, W: int) -> int:
         """The shift used at H x W: none when the whole map fits in one window."""
         return 0 if H <= self.window_size and W <= self.window_size else self.shift

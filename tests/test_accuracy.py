@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from attnbench.backbone import Backbone, layer_options
+from attnbench.accuracy.backbone import Backbone, layer_options
 from attnbench.case import Case
 from attnbench.metrics import MetricContext
 from attnbench.metrics import accuracy as A
@@ -31,7 +31,7 @@ def test_backbones_differ_only_in_attention():
 
 
 def test_sincos_position_embedding_is_fixed_and_encodes_rows_and_columns():
-    from attnbench.backbone import sincos_position_embedding
+    from attnbench.accuracy.backbone import sincos_position_embedding
 
     pe = sincos_position_embedding((3, 5), 8)  # quarter = 2 frequencies: 1 and 1/100
     assert pe.shape == (3, 5, 8)
@@ -57,7 +57,7 @@ def test_sincos_position_embedding_is_fixed_and_encodes_rows_and_columns():
 
 def test_shifted_swin_alternates_like_its_blocks():
     opts = {"window_size": 8, "shift": 4}
-    assert [layer_options(opts, i)["shift"] for i in range(4)] == [0, 4, 0, 4]
+    assert [layer_options("swin", opts, i)["shift"] for i in range(4)] == [0, 4, 0, 4]
     shifts = [blk.attn.shift for blk in _backbone("swin", opts).blocks]
     assert shifts == [0, 4]
 

@@ -31,39 +31,43 @@ def _opts_id(opts: dict) -> str:
     return ",".join(f"{k}={v}" for k, v in opts.items()) or "default"
 
 
-def configs(backends: bool = True) -> list:
-    """(name, options, backend) for every mechanism, option variant and backend."""
+def _device(name: str, backend: str, dtype=torch.float32) -> str | None:
+    """Where the backend runs here (CPU first), as the mechanism itself says; None when nowhere."""
+    cls = mechanisms.get(name)
+    for dev in ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",):
+        if cls.unavailable_reason(backend, dev, dtype) is None:
+            return dev
+    return None
+
+
+def configs(backends: bool = True, dtype=torch.float32) -> list:
+    """(name, options, backend) for every registered mechanism, option variant and backend, skipped
+    (with the mechanism's own reason) where the backend cannot run on this machine in ``dtype``."""
     params = []
     for name in mechanisms.available():
         cls = mechanisms.get(name)
         for opts in [{}, *VARIANTS.get(name, [])]:
             for backend in cls.backends if backends else ("native",):
                 marks = []
-                if backend == "xformers":
-                    marks.append(pytest.mark.skipif(not torch.cuda.is_available(), reason="xformers runs on CUDA only"))
+                if _device(name, backend, dtype) is None:
+                    marks.append(pytest.mark.skip(reason=str(cls.unavailable_reason(backend, "cpu", dtype))))
                 params.append(pytest.param(name, opts, backend, id=f"{name}[{_opts_id(opts)}]-{backend}", marks=marks))
     return params
 
 
-def _device(backend: str) -> str:
-    return "cuda" if backend == "xformers" else "cpu"
-
-
 def _build(name: str, opts: dict, backend: str = "native", dtype=torch.float64, dim: int = DIM, heads: int = HEADS):
-    return mechanisms.build(name, dim, heads, backend=backend, **opts).to(_device(backend), dtype).eval()
+    device = _device(name, backend, dtype) or "cpu"
+    return mechanisms.build(name, dim, heads, backend=backend, **opts).to(device, dtype).eval()
 
 
 @pytest.mark.parametrize("name,opts,backend", configs())
 def test_matches_reference(name, opts, backend):
     """float64 max abs error <= 1e-10 and float32 <= 1e-5 relative to the float64 reference."""
-    if backend == "xformers":
-        dtypes = [torch.float32]  # xformers has no float64 kernels
-    else:
-        dtypes = [torch.float64, torch.float32]
+    dtypes = [d for d in (torch.float64, torch.float32) if _device(name, backend, d) is not None]
     for H, W in SIZES:
         for dtype in dtypes:
             m = _build(name, opts, backend, dtype)
-            x = torch.randn(2, H, W, DIM, dtype=dtype, device=_device(backend))
+            x = torch.randn(2, H, W, DIM, dtype=dtype, device=_device(name, backend, dtype))
             with torch.no_grad():
                 y = m(x)
                 ref = reference_forward(m, x)
@@ -76,7 +80,7 @@ def test_matches_reference(name, opts, backend):
                 assert rel <= 1e-5, f"{H}x{W} float32: relative error {rel:.3g}"
 
 
-@pytest.mark.parametrize("name,opts,backend", [p for p in configs() if p.values[2] != "xformers"])
+@pytest.mark.parametrize("name,opts,backend", configs(dtype=torch.float64))
 def test_gradients_match_reference(name, opts, backend):
     """Gradients reach the input and every trainable parameter, finite, non-zero, and equal the reference's."""
     m = _build(name, opts, backend)
@@ -110,7 +114,7 @@ def test_dependency_matches_pattern(name, opts, backend, H, W):
         assert not grad[1].any(), "gradient leaked across the batch"
 
 
-@pytest.mark.parametrize("name,opts,backend", [p for p in configs() if p.values[2] != "xformers"])
+@pytest.mark.parametrize("name,opts,backend", [p for p in configs() if not p.marks])
 @pytest.mark.parametrize("H,W", [(14, 14), (13, 10)])
 def test_flops_match_fvcore(name, opts, backend, H, W):
     """Analytic MACs equal fvcore's count (with the SDPA handle) to 1%, padded sizes included."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from attnbench import tasks
-from attnbench.tasks import base, pairmatch
+from attnbench.accuracy import tasks
+from attnbench.accuracy.tasks import base, pairmatch
 
 
 @pytest.mark.parametrize("name,size", [("pairmatch", 32), ("pairmatch", 16), ("pathfinder", 32), ("pathfinder-3", 32),

@@ -5,7 +5,6 @@ Read from the registry and the metric modules themselves, so the listing cannot 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 from typing import Any
 
@@ -38,21 +37,19 @@ def mechanism_info() -> list[dict[str, Any]]:
 
 
 def metric_info() -> list[dict[str, Any]]:
-    """Name, options key, defaults and whether it is exclusive, for every metric that imports here."""
-    from ..metrics import METRIC_MODULES
+    """Name, options key, defaults, exclusivity and columns of every metric, from its declaration."""
+    from .. import metrics as metric_registry
 
     out = []
-    for name, path in METRIC_MODULES.items():
+    for name in metric_registry.names():
         try:
-            mod = importlib.import_module(path)
+            m = metric_registry.get(name)
         except ImportError as exc:
             out.append({"name": name, "available": False, "reason": f"{type(exc).__name__}: {exc}"})
             continue
-        options = getattr(mod, "Options", None)
-        defaults = options().model_dump(mode="json") if options is not None else {}
-        doc = (mod.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
-        out.append({"name": name, "available": True, "options_key": getattr(mod, "OPTIONS_KEY", None),
-                    "defaults": defaults, "exclusive": bool(getattr(mod, "EXCLUSIVE", False)), "summary": doc})
+        defaults = m.make_options().model_dump(mode="json") if m.options is not None else {}
+        out.append({"name": name, "available": True, "options_key": m.options_key, "defaults": defaults,
+                    "exclusive": m.exclusive, "summary": m.doc, "columns": [c.name for c in m.columns]})
     return out
 
 

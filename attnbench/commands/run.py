@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 from pathlib import Path
 
 from rich.console import Console
@@ -67,20 +66,12 @@ def run(suite: str | Path, out: str | Path = "results", device: str | None = Non
 
 
 def _write_report(run_dir: Path, console: Console) -> None:
-    """Render the report when the report package provides ``write_report`` (optional, imported lazily)."""
+    """Render the report; a report bug must not hide the results that were just measured."""
+    from ..report import write_report
+
     try:
-        module = importlib.import_module("attnbench.report")
-    except ImportError:
-        return
-    write_report = getattr(module, "write_report", None)
-    if write_report is None:
-        return
-    try:
-        path = write_report(run_dir)
-    except Exception as exc:  # a report bug must not hide the results that were just measured
+        files = write_report(run_dir)
+    except Exception as exc:
         console.print(f"[yellow]report not written[/yellow]: {type(exc).__name__}: {exc}")
         return
-    if isinstance(path, (list, tuple)):  # some versions return every file written
-        path = next((p for p in path if str(p).endswith(".md")), path[0] if path else None)
-    if path:
-        console.print(f"Report: {path}")
+    console.print(f"Report: {files[0]}")  # report.md comes first

@@ -30,7 +30,7 @@ def setup_arguments(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    from .. import tasks
+    from ..accuracy import tasks
 
     if args.action == "list":
         for name in tasks.available():
@@ -51,7 +51,7 @@ def preview(out: Path | str, sizes: Sequence[int] = (32, 64), names: Sequence[st
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from .. import tasks
+    from ..accuracy import tasks
 
     names = list(names or tasks.available())
     for name in names:

@@ -1,29 +1,37 @@
-"""Metrics: one module each, one job each.
+"""Metrics as registered objects: what each one measures, needs, costs, writes and shows.
 
-Protocol every metric module follows (the runner composes them; adding a metric is one file plus a
-test and one line in ``METRIC_MODULES``):
+Why objects and not module conventions: the planner (which cases execute the module, how many
+steps they run, how many threads), the suite loader (which option block belongs to whom), the run
+summary and the report all need to know about every metric. Each metric module declares one
+:class:`Metric` and registers it, and those places read the declarations: none of them tests a
+metric's name, so a new metric is one file plus its test, and ``tests/test_contracts.py``
+checks every registered metric against this contract.
 
-    NAME: str                        # the name used in a suite's ``metrics:`` list
-    OPTIONS_KEY: str | None          # top-level suite key holding its options (e.g. "timing"), or None
-    Options: type[pydantic.BaseModel]  # those options, with defaults; extra keys forbidden
-    EXCLUSIVE: bool                  # True when it must run alone on the machine (timing, memory)
-    def measure(ctx: MetricContext) -> dict[str, Any]
-        # flat result columns, units in the names (``latency_ms``); raw samples go through
-        # ``ctx.add_samples`` and end up in samples.jsonl.
+    from attnbench.metrics import Metric, register
+    register(Metric(name="mine", measure=measure, doc="...", columns=(Column("mine_x", "float"),)))
+
+Built-in metrics are imported lazily (``get`` imports the module on first use), so ``import
+attnbench`` stays cheap. A third-party or test-only metric registers itself when its module is
+imported; the runner passes that module to every worker process, as it does for mechanisms.
 """
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from types import ModuleType
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
 from ..case import Case
+from ..results_schema import Column
 
-# name -> module path; imported lazily so `import attnbench` stays cheap.
-METRIC_MODULES: dict[str, str] = {
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+    from pydantic import BaseModel
+
+# Built-in metrics, in the order their columns appear in summaries and reports.
+BUILTIN: dict[str, str] = {
     "flops": "attnbench.metrics.flops",
     "params": "attnbench.metrics.params",
     "memory": "attnbench.metrics.memory",
@@ -34,10 +42,138 @@ METRIC_MODULES: dict[str, str] = {
 }
 
 
-def metric_module(name: str) -> ModuleType:
-    if name not in METRIC_MODULES:
-        raise ValueError(f"unknown metric {name!r}; choose from {sorted(METRIC_MODULES)}")
-    return importlib.import_module(METRIC_MODULES[name])
+@dataclass(frozen=True)
+class SummaryColumn:
+    """A column of the end-of-run terminal table: header, results column, and a format spec or a
+    renderer of the whole row (for cells such as "pass"/"FAIL" or a flagged MAC count)."""
+
+    header: str
+    column: str
+    fmt: str | None = None
+    render: Callable[[Any], str] | None = None
+
+
+@dataclass(frozen=True)
+class ReportTable:
+    """A per-group pivot in the report (mechanisms x resolutions) of one column."""
+
+    column: str
+    title: str
+    cell: Callable[[Any], str]  # formatted cell of a row (markdown, LaTeX)
+    value: Callable[[Any], Any]  # raw cell of a row (CSV)
+    file: str  # stem of tables/<file>__<group>.csv
+    rank: int = 100  # position among all metrics' tables in a group (lower first)
+
+
+def _zero(_: Any) -> int:
+    return 0
+
+
+def _none(_: Any) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Metric:
+    """Everything the harness knows about a metric. Only ``name``, ``measure``, ``doc`` and
+    ``columns`` are required; the rest default to "does not apply".
+
+    - ``options`` / ``options_key``: the pydantic model of its suite block and that block's key.
+    - ``run_level``: the block is set once for the run (``include:`` blocks may not override it).
+    - ``exclusive``: needs the machine alone (``workers`` must be 1).
+    - ``runs_module``: executes the mechanism, so a case predicted not to fit in memory is skipped.
+    - ``static``: columns known from shapes alone (also written for cases that did not run).
+    - ``steps`` / ``seconds``: module steps and fixed seconds a case spends in it (planner, dry run).
+    - ``threads``: intra-op threads the run must use, when the metric fixes them.
+    - ``summary`` / ``summary_notes``: terminal-table columns and lines printed under the table.
+    - ``plan_note``: a dry-run line about cost the planner cannot estimate (given each case's options).
+    - ``report_tables`` / ``report_plots`` / ``report_scaling`` / ``report_section``: what the report shows.
+    """
+
+    name: str
+    measure: Callable[["MetricContext"], dict[str, Any]]
+    doc: str
+    columns: tuple[Column, ...]
+    options: type["BaseModel"] | None = None
+    options_key: str | None = None
+    run_level: bool = False
+    exclusive: bool = False
+    runs_module: bool = True
+    static: Callable[[Case], dict[str, Any]] | None = None
+    steps: Callable[[Any], int] = _zero
+    seconds: Callable[[Any], float] = _zero
+    threads: Callable[[Any], int | None] = _none
+    summary: tuple[SummaryColumn, ...] = ()
+    summary_notes: Callable[["pd.DataFrame"], list[str]] | None = None
+    plan_note: Callable[[list[Any]], str | None] | None = None
+    report_tables: tuple[ReportTable, ...] = ()
+    report_plots: Callable[..., list[Path]] | None = None
+    report_scaling: tuple[tuple[str, str], ...] = ()  # (column, name) fitted as cost ∝ tokens^α
+    report_section: Callable[[Any, Path], str | None] | None = None
+
+    @property
+    def module(self) -> str:
+        """The module that declares the metric: what a worker process imports to have it."""
+        return self.measure.__module__
+
+    def make_options(self, raw: dict[str, Any] | None = None) -> Any:
+        """Validated options from a suite block (defaults when absent); None for metrics without."""
+        return self.options.model_validate(raw or {}) if self.options is not None else None
+
+
+_REGISTRY: dict[str, Metric] = {}
+
+
+def register(metric: Metric) -> Metric:
+    """Make ``metric`` usable in suites. A second metric under one name is an error; registering the
+    same declaration again (a module imported twice) is not."""
+    if not isinstance(metric, Metric):
+        raise TypeError(f"register() takes a Metric declaration, got {type(metric).__name__}")
+    old = _REGISTRY.get(metric.name)
+    if old is not None and old.measure is not metric.measure:
+        raise ValueError(f"metric name {metric.name!r} is already registered by {old.module}; choose another name")
+    if metric.options_key:
+        for other in _REGISTRY.values():
+            if other.name != metric.name and other.options_key == metric.options_key:
+                raise ValueError(f"metric {metric.name!r}: suite key {metric.options_key!r} is already the options "
+                                 f"block of metric {other.name!r}")
+    _REGISTRY[metric.name] = metric
+    return metric
+
+
+def unregister(name: str) -> None:
+    """Remove a metric (tests use this to clean up test-only metrics)."""
+    _REGISTRY.pop(name, None)
+
+
+def names() -> list[str]:
+    """Every metric a suite may list: the built-ins, then registered extras in registration order."""
+    return [*BUILTIN, *(n for n in _REGISTRY if n not in BUILTIN)]
+
+
+def get(name: str) -> Metric:
+    """The declaration of metric ``name`` (importing a built-in on first use); ValueError if unknown."""
+    if name not in _REGISTRY and name in BUILTIN:
+        importlib.import_module(BUILTIN[name])
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown metric {name!r}; choose from {names()}")
+    return _REGISTRY[name]
+
+
+def all_metrics() -> list[Metric]:
+    """Every metric whose module imports in this install (a built-in whose optional dependency is
+    missing is left out here and reported when a suite asks for it)."""
+    out = []
+    for name in names():
+        try:
+            out.append(get(name))
+        except ImportError:
+            continue
+    return out
+
+
+def metrics_of(suite_metrics: list[str]) -> list[Metric]:
+    return [get(n) for n in suite_metrics]
 
 
 @dataclass

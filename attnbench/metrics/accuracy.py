@@ -1,41 +1,28 @@
-"""What a mechanism can learn: the fixed backbone trained for a fixed number of steps on a task.
+"""The accuracy metric: the fixed backbone (``attnbench.accuracy``) trained for a fixed number of steps
+on a task, per case; training, tasks and the run's verdict live in that package.
 
-Why fixed steps and not a time budget: accuracy must not depend on the machine. Every seed trains
-the same backbone (``attnbench.backbone``; only the attention differs) with the same optimiser,
-schedule, batch size and data; seeds change the initialisation and the batch order only. The test
-split is fixed by the suite seed and shared by every mechanism and seed. The case's H x W is the
-*token grid* (as for every other metric); images are H·p x W·p pixels for patch size p.
-
-With few steps this measures capacity *and* sample efficiency together (see the README): a
-mechanism that is able in principle to solve PairMatch (axial: full reach in 2 layers) may still be
-at chance after the CPU budget.
-
-Sanity check (``acc_valid``), derived from the pattern, not from the mechanism's name: on pairmatch,
-a stack whose *first* layer already reaches every token (global attention) must reach
-``learn_min`` (0.95); a stack in which no token's receptive field ever spans two image quadrants
-(non-shifted windows aligned with the quadrants) is provably at chance and must stay at or below
-``chance_max`` (0.55). Other rows carry no check (empty). A run is valid when every checked row
-passes and both checks were made (``run_validity``).
+The case's H x W is the *token grid* (as for every other metric); images are H·p x W·p pixels for
+patch size p. With few steps this measures capacity *and* sample efficiency together: a mechanism
+that is able in principle to solve PairMatch (axial: full reach in 2 layers) may still be at
+chance after the CPU budget. ``acc_expect``/``acc_valid`` are the pattern-derived sanity check of
+``attnbench.accuracy.verdict``.
 """
 from __future__ import annotations
 
 import json
 import math
-import time
 from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
-from .. import tasks
-from ..backbone import Backbone
-from . import MetricContext
-
-NAME = "accuracy"
-OPTIONS_KEY = "accuracy"
-EXCLUSIVE = False
+from ..accuracy import tasks
+from ..accuracy.backbone import Backbone
+from ..accuracy.training import distance_accuracy, patch_size_for, predict, train_one
+from ..accuracy.verdict import run_validity, sanity_expectation
+from ..results_schema import Column
+from . import Metric, MetricContext, SummaryColumn, register
 
 
 class Options(BaseModel):
@@ -59,86 +46,6 @@ class Options(BaseModel):
     eval_batch: int = Field(250, ge=1)
     learn_min: float = Field(0.95, ge=0, le=1, description="pairmatch: global-in-one-layer stacks must reach this")
     chance_max: float = Field(0.55, ge=0, le=1, description="pairmatch: quadrant-separated stacks must stay at or below")
-
-
-def patch_size_for(opts: Options, task: str) -> int:
-    return int(opts.task_patch_size.get(task, opts.patch_size))
-
-
-def _schedule(step: int, steps: int, warmup: float) -> float:
-    w = max(1, int(round(warmup * steps)))
-    if step < w:
-        return (step + 1) / w
-    return 0.5 * (1 + math.cos(math.pi * (step - w) / max(1, steps - w)))
-
-
-def train_one(model: Backbone, train: tasks.TaskData, opts: Options, seed: int, device: torch.device,
-              autocast_dtype: torch.dtype | None = None) -> float:
-    """Train in place for ``opts.steps`` steps; returns the training wall time in seconds."""
-    xs = torch.from_numpy(train.images)
-    ys = torch.from_numpy(train.labels)
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 99]))
-    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim > 1 and "pos_embed" not in n]
-    rest = [p for n, p in model.named_parameters() if p.requires_grad and not (p.ndim > 1 and "pos_embed" not in n)]
-    optim = torch.optim.AdamW([{"params": decay, "weight_decay": opts.weight_decay}, {"params": rest, "weight_decay": 0.0}],
-                              lr=opts.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: _schedule(s, opts.steps, opts.warmup))
-    order = np.empty(0, dtype=np.int64)
-    model.train()
-    start = time.perf_counter()
-    for _ in range(opts.steps):
-        if len(order) < opts.batch_size:  # epoch-wise shuffling, so every sample is seen equally often
-            order = np.concatenate([order, rng.permutation(len(ys))])
-        idx, order = torch.from_numpy(order[: opts.batch_size]), order[opts.batch_size:]
-        x, y = xs[idx].to(device), ys[idx].to(device)
-        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            loss = F.cross_entropy(model(x).float(), y)
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), opts.grad_clip)
-        optim.step()
-        sched.step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
-
-
-@torch.no_grad()
-def predict(model: Backbone, data: tasks.TaskData, batch: int, device: torch.device,
-            autocast_dtype: torch.dtype | None = None) -> np.ndarray:
-    model.eval()
-    preds = []
-    for i in range(0, len(data), batch):
-        x = torch.from_numpy(data.images[i:i + batch]).to(device)
-        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            preds.append(model(x).argmax(-1).cpu())
-    return torch.cat(preds).numpy()
-
-
-def sanity_expectation(case_mechanism: str, options: dict[str, Any], dim: int, heads: int, H: int, W: int,
-                       depth: int) -> str | None:
-    """'learn' (reaches every token in one layer), 'chance' (no token ever spans two quadrants), or None."""
-    from .receptive_field import layer_masks, reach_after
-
-    masks = layer_masks(case_mechanism, options, dim, heads, H, W)
-    if masks[0].all():
-        return "learn"
-    if H % 2 or W % 2:
-        return None
-    rows, cols = np.divmod(np.arange(H * W), W)
-    quadrant = (rows >= H // 2) * 2 + (cols >= W // 2)
-    reach = reach_after(masks, depth).sets()
-    spans = [(quadrant[r] != quadrant[q]).any() for q, r in enumerate(reach)]
-    return "chance" if not any(spans) else None
-
-
-def _distance_accuracy(correct: np.ndarray, distance: np.ndarray) -> dict[str, float | None]:
-    edges = tasks.pairmatch.DISTANCE_EDGES
-    out: dict[str, float | None] = {}
-    for label, lo, hi in zip(tasks.pairmatch.distance_bin_labels(edges), edges[:-1], edges[1:]):
-        sel = (distance >= lo) & (distance < hi)
-        out[label] = float(correct[sel].mean()) if sel.any() else None
-    return out
 
 
 def measure(ctx: MetricContext) -> dict[str, Any]:
@@ -171,7 +78,7 @@ def measure(ctx: MetricContext) -> dict[str, Any]:
         correct = predict(model, test, opts.eval_batch, ctx.device, autocast) == test.labels
         accs.append(float(correct.mean()))
         if "distance" in test.meta:
-            per_seed_bins.append(_distance_accuracy(correct, test.meta["distance"]))
+            per_seed_bins.append(distance_accuracy(correct, test.meta["distance"]))
 
     mean = float(np.mean(accs))
     row: dict[str, Any] = {
@@ -210,27 +117,52 @@ def measure(ctx: MetricContext) -> dict[str, Any]:
     return row
 
 
-def run_validity(results: Any) -> tuple[str, list[str]]:
-    """('valid' | 'invalid' | 'unchecked', reasons) for a run's results DataFrame.
 
-    Valid: every checked pairmatch row passed, and both a 'learn' row and a 'chance' row were
-    checked (otherwise nothing proves the task separates at this budget: 'unchecked').
-    """
-    if "acc_expect" not in getattr(results, "columns", []):
-        return "unchecked", ["no accuracy rows"]
-    rows = results[results["acc_expect"].notna() & (results["acc_expect"].astype(str) != "")]
-    reasons = []
-    for _, r in rows.iterrows():
-        ok = str(r.get("acc_valid")).lower() in ("true", "1", "1.0")
-        if not ok:
-            bound = "≥ learn_min" if r["acc_expect"] == "learn" else "≤ chance_max"
-            reasons.append(f"{r['label']} on {r['task']} at {r['height']}x{r['width']}: accuracy "
-                           f"{float(r['acc_mean']):.3f}, expected {bound} ({r['acc_expect']})")
-    expects = set(rows["acc_expect"].astype(str))
-    if reasons:
-        return "invalid", reasons
-    missing = [e for e in ("learn", "chance") if e not in expects]
-    if missing:
-        return "unchecked", [f"no pairmatch row with expectation {m!r} (add global attention and non-shifted "
-                             "windows to the suite)" for m in missing]
-    return "valid", []
+
+def _validity_lines(results: Any) -> list[str]:
+    if "acc_mean" not in results or not results["acc_mean"].notna().any():
+        return []
+    state, reasons = run_validity(results)
+    style = {"valid": "green", "invalid": "red"}.get(state, "yellow")
+    return [f"Accuracy run validity (PairMatch sanity check): [{style}]{state.upper()}[/]"] + [f"  {r}" for r in reasons]
+
+
+def _plan_note(options: list[Any]) -> str | None:
+    steps = [int(o.steps) * int(o.seeds) for o in options if o is not None]
+    if not steps:
+        return None
+    return (f"Not in that estimate: accuracy training, {sum(steps)} optimiser steps in all ({min(steps)}-{max(steps)} "
+            "per case, steps x seeds); see the docs' measured wall times for suites/accuracy.yaml")
+
+
+def _report_section(run: Any, out_dir: Any) -> str | None:
+    if not any(c.startswith(("acc_", "fid_", "rf_")) for c in run.results.columns):
+        return None
+    from ..report import accuracy_section
+
+    return accuracy_section.render(run, out_dir)
+
+
+METRIC = register(Metric(
+    name="accuracy",
+    measure=measure,
+    doc="test accuracy of the fixed backbone trained for fixed steps on an offline task",
+    columns=(
+        Column("acc_mean", "float", "fraction", "test accuracy averaged over seeds"),
+        Column("acc_std", "float", "fraction"), Column("acc_seeds", "json", doc="per-seed accuracies"),
+        Column("acc_ci95", "float", "fraction", "binomial 95% half-width"), Column("acc_chance", "float", "fraction"),
+        Column("acc_train_s", "float", "s"), Column("acc_steps", "int"), Column("acc_steps_per_s", "float", "steps/s"),
+        Column("acc_train_img_s", "float", "images/s"), Column("acc_backbone_params", "int", "parameters"),
+        Column("acc_backbone_macs", "int", "MACs"), Column("acc_depth", "int", "blocks"), Column("acc_pos_embed", "str"),
+        Column("acc_image_size", "int", "px"), Column("acc_patch_size", "int", "px"), Column("acc_test_n", "int"),
+        Column("acc_train_n", "int"), Column("acc_expect", "str", doc="learn | chance | empty: the sanity expectation"),
+        Column("acc_valid", "bool", doc="the row met its expectation"),
+        Column("acc_by_distance", "json", doc="accuracy per marker-distance bin"),
+    ),
+    options=Options,
+    options_key="accuracy",
+    summary=(SummaryColumn("acc", "acc_mean", ".3f"), SummaryColumn("train s", "acc_train_s", ".0f")),
+    summary_notes=_validity_lines,
+    plan_note=_plan_note,
+    report_section=_report_section,
+))

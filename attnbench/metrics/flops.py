@@ -19,12 +19,12 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from . import MetricContext
+from ..case import Case
+from ..cost import case_cost
+from ..results_schema import MACS, MACS_ATTENTION, MACS_MISMATCH, Column
+from . import Metric, MetricContext, ReportTable, SummaryColumn, register
 from .flop_counting import flop_counter_macs, fvcore_macs
-
-NAME = "flops"
-OPTIONS_KEY = "flops"
-EXCLUSIVE = False
+from ..report.cells import plain_cell, raw_cell
 
 
 class Options(BaseModel):
@@ -37,13 +37,13 @@ class Options(BaseModel):
 
 def analytic_macs(ctx: MetricContext) -> dict[str, int]:
     """Analytic MACs of one forward for the case's batch: ``total`` and the ``attention`` (non-linear) part."""
-    case = ctx.case
-    module = case.build_module(device="meta")
-    parts = module.flops(case.height, case.width)
-    total = int(parts["total"])
-    linear = int(module.linear_macs(case.height, case.width)) if hasattr(module, "linear_macs") else 0
-    attention = int(parts.get("attention", total - linear))
-    return {"total": total * case.batch_size, "attention": attention * case.batch_size}
+    cost = case_cost(ctx.case)
+    return {"total": cost.macs, "attention": cost.macs_attention}
+
+
+def static_columns(case: Case) -> dict[str, int]:
+    cost = case_cost(case)
+    return {MACS: cost.macs, MACS_ATTENTION: cost.macs_attention}
 
 
 def _inputs(ctx: MetricContext, where: str) -> tuple[torch.nn.Module, torch.Tensor]:
@@ -76,7 +76,7 @@ def mismatch(analytic: int, counted: list[int | None], tolerance: float) -> bool
 def measure(ctx: MetricContext) -> dict[str, Any]:
     opts: Options = ctx.options
     analytic = analytic_macs(ctx)
-    row: dict[str, Any] = {"macs": analytic["total"], "macs_attention": analytic["attention"]}
+    row: dict[str, Any] = {MACS: analytic["total"], MACS_ATTENTION: analytic["attention"]}
     notes: list[str] = []
     fv = fc = unsupported = None
     if opts.fvcore:
@@ -85,8 +85,70 @@ def measure(ctx: MetricContext) -> dict[str, Any]:
         fc, _ = _count(ctx, flop_counter_macs, notes)
     row["macs_fvcore"] = fv
     row["macs_flop_counter"] = fc
-    row["macs_mismatch"] = mismatch(analytic["total"], [fv, fc], opts.tolerance)
+    row[MACS_MISMATCH] = mismatch(analytic["total"], [fv, fc], opts.tolerance)
     row["flops_unsupported_ops"] = json.dumps(dict(sorted(unsupported.items()))) if unsupported is not None else None
     if notes:
         row["flops_note"] = "; ".join(notes)
     return row
+
+
+def _gmacs_cell(row: Any) -> str:
+    from ..results_schema import is_missing, stored_bool
+
+    v = row.get(MACS)
+    if is_missing(v):
+        return ""
+    return f"{float(v) / 1e9:.3g}" + (" [red]≠[/red]" if stored_bool(row.get(MACS_MISMATCH)) else "")
+
+
+def _mismatch_lines(results: Any) -> list[str]:
+    from ..results_schema import is_missing, stored_bool
+
+    if MACS_MISMATCH not in results:
+        return []
+    bad = results[[stored_bool(v) is True for v in results[MACS_MISMATCH]]]
+    if not len(bad):
+        return []
+
+    def num(v: Any) -> str:
+        return "" if is_missing(v) else format(float(v), ".4g")
+
+    lines = [f"[red]MACs mismatch > tolerance (analytic vs fvcore / FlopCounterMode) in {len(bad)} case(s):[/red]"]
+    for _, r in bad.iterrows():
+        lines.append(f"  {r['label']} {int(r['height'])}x{int(r['width'])}: analytic {r[MACS]:.4g}, "
+                     f"fvcore {num(r.get('macs_fvcore'))}, flop_counter {num(r.get('macs_flop_counter'))}")
+    return lines
+
+
+def _report_section(run: Any, out_dir: Any) -> str | None:
+    from ..report import tables
+
+    mism = tables.mac_disagreements(run.results)
+    if mism.empty:
+        return None
+    return "\n".join(["## FLOP counter disagreements (counted MACs differ from the analytic formula by > 2 %)", "",
+                      mism.to_markdown(index=False), ""])
+
+
+METRIC = register(Metric(
+    name="flops",
+    measure=measure,
+    doc="analytic MACs of one forward (the truth), cross-checked by fvcore and FlopCounterMode",
+    columns=(
+        Column(MACS, "int", "MACs", "analytic multiply-accumulates of one forward at the case's batch"),
+        Column(MACS_ATTENTION, "int", "MACs", "the attention part (all but the qkv/proj linears)"),
+        Column("macs_fvcore", "int", "MACs", "fvcore's count (SDPA handle registered)"),
+        Column("macs_flop_counter", "int", "MACs", "torch.utils.flop_counter's count"),
+        Column(MACS_MISMATCH, "bool", doc="a counted value differs from the analytic one by more than the tolerance"),
+        Column("flops_unsupported_ops", "json", doc="ops fvcore skipped, with counts"),
+        Column("flops_note", "str", doc="where counting fell back to the real device"),
+    ),
+    options=Options,
+    options_key="flops",
+    runs_module=False,
+    static=static_columns,
+    summary=(SummaryColumn("GMACs", MACS, render=_gmacs_cell),),
+    summary_notes=_mismatch_lines,
+    report_tables=(ReportTable(MACS, "MACs (G)", plain_cell(MACS, 1e-9), raw_cell(MACS, 1e-9), "gmacs", rank=3),),
+    report_section=_report_section,
+))

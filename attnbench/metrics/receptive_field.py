@@ -10,7 +10,7 @@ Structure (``rf_keys_*``, ``rf_reach_fraction``, ``rf_layers_to_full``) is the u
 the mechanism's declared pattern on the real H x W grid; virtual keys (Slide's zero-padded border
 offsets) carry no token and are not counted. Blocks have residual connections, so a token always
 keeps what it reached before. A shifted Swin entry alternates plain and shifted windows, as its
-blocks do (``backbone.layer_options``). ``rf_layers_to_full`` is empty when no depth suffices.
+blocks do (the mechanism's ``layer_options``). ``rf_layers_to_full`` is empty when no depth suffices.
 
 ERF: the gradient of the summed channels of the centre token's output with respect to the input,
 |.| averaged over a batch of N(0, 1) inputs, channels and ``erf_seeds`` initialisations, normalised
@@ -26,12 +26,9 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..backbone import Block, build_attention_stack, layer_options
-from . import MetricContext
-
-NAME = "receptive_field"
-OPTIONS_KEY = "receptive_field"
-EXCLUSIVE = False
+from ..accuracy.backbone import Block, build_attention_stack, layer_options
+from ..results_schema import Column, is_missing
+from . import Metric, MetricContext, SummaryColumn, register
 
 
 class Options(BaseModel):
@@ -102,7 +99,7 @@ class Reach:
 
 def layer_masks(mechanism: str, options: dict[str, Any], dim: int, num_heads: int, H: int, W: int) -> list[np.ndarray]:
     """The union masks of one period of the block schedule (1 mask, or 2 for alternating Swin)."""
-    period = 2 if layer_options(options, 0) != layer_options(options, 1) else 1
+    period = 2 if layer_options(mechanism, options, 0) != layer_options(mechanism, options, 1) else 1
     return [union_mask(m, H, W) for m in build_attention_stack(mechanism, options, dim, num_heads, period)]
 
 
@@ -193,3 +190,31 @@ def measure(ctx: MetricContext) -> dict[str, Any]:
     })
     ctx.add_samples("rf_erf_map", erf.ravel().tolist())
     return row
+
+
+def _layers_cell(row: Any) -> str:
+    v = row.get("rf_layers_to_full")
+    if is_missing(v):
+        return "" if is_missing(row.get("rf_keys_mean")) else "never"
+    return f"{float(v):.0f}"
+
+
+METRIC = register(Metric(
+    name="receptive_field",
+    measure=measure,
+    doc="keys per query, layers to full reach, and the effective receptive field of a random stack",
+    columns=(
+        Column("rf_keys_min", "float", "keys"), Column("rf_keys_mean", "float", "keys"),
+        Column("rf_keys_max", "float", "keys"), Column("rf_keys_per_head_mean", "float", "keys"),
+        Column("rf_reach_fraction", "float", "fraction", "tokens one layer reaches, averaged over queries"),
+        Column("rf_reach_fraction_depth", "float", "fraction", "the same after `depth` blocks"),
+        Column("rf_depth", "int", "blocks"),
+        Column("rf_layers_to_full", "int", "blocks", "blocks until every token reaches every token; empty = never"),
+        Column("rf_erf_area95", "float", "fraction"), Column("rf_erf_area50", "float", "fraction"),
+        Column("rf_erf_nonzero", "float", "fraction"),
+    ),
+    options=Options,
+    options_key="receptive_field",
+    summary=(SummaryColumn("layers to full", "rf_layers_to_full", render=_layers_cell),
+             SummaryColumn("ERF95", "rf_erf_area95", ".2f")),
+))

@@ -28,12 +28,10 @@ from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from . import MetricContext
+from ..report.cells import plain_cell, raw_cell, with_spread_cell
+from ..results_schema import LATENCY_IQR_MS, LATENCY_MS, TIMING_CLOCK, Column
+from . import Metric, MetricContext, ReportTable, SummaryColumn, register
 from .workload import make_workload, step_macs_factor
-
-NAME = "time"
-OPTIONS_KEY = "timing"
-EXCLUSIVE = True
 
 
 class Options(BaseModel):
@@ -80,8 +78,8 @@ def summarize(ctx: MetricContext, measurement: Any, forward_macs: int | None) ->
     ctx.add_samples("latency_ms", [t * 1e3 for t in times])
     median = float(measurement.median)
     row: dict[str, Any] = {
-        "latency_ms": median * 1e3,
-        "latency_iqr_ms": float(measurement.iqr) * 1e3,
+        LATENCY_MS: median * 1e3,
+        LATENCY_IQR_MS: float(measurement.iqr) * 1e3,
         "latency_mean_ms": float(measurement.mean) * 1e3,
         "timing_runs": len(times),
         "throughput_img_s": case.batch_size / median,
@@ -108,4 +106,59 @@ def measure(ctx: MetricContext, timer: Callable[[], float] | None = None) -> dic
     work = make_workload(ctx)
     m = time_step(work.step, work.sync, threads=opts.threads, min_run_time=opts.min_run_time,
                   warmup=opts.warmup, timer=timer or CLOCKS[opts.clock])
-    return {**summarize(ctx, m, analytic_macs(ctx)["total"]), "timing_clock": opts.clock}
+    return {**summarize(ctx, m, analytic_macs(ctx)["total"]), TIMING_CLOCK: opts.clock}
+
+
+def _plots(frame: Any, env: dict[str, Any], group: Any, stem: Any, baseline: str) -> list[Any]:
+    from ..report import plots
+
+    out = plots.scaling_plot(frame, LATENCY_MS, "latency (ms, median; bars: ±½ IQR)", f"Latency vs tokens — {group.title}",
+                             stem / f"latency__{group.slug}", baseline, err_column=LATENCY_IQR_MS)
+    peaks = env.get("matmul_peak_gflops") or {}
+    try:
+        peak = float(peaks.get(str(group.get("dtype")))) if isinstance(peaks, dict) else None
+    except (TypeError, ValueError):
+        peak = None
+    from ..report.tables import has_metric
+
+    if has_metric(frame, "achieved_gflops"):
+        out += plots.gflops_plot(frame, peak, f"Achieved GFLOP/s — {group.title}", stem / f"gflops__{group.slug}")
+    return out
+
+
+METRIC = register(Metric(
+    name="time",
+    measure=measure,
+    doc="latency and throughput of one step with torch.utils.benchmark (median, IQR, raw samples kept)",
+    columns=(
+        Column(LATENCY_MS, "float", "ms", "median time of one step"),
+        Column(LATENCY_IQR_MS, "float", "ms", "interquartile range of the per-call times"),
+        Column("latency_mean_ms", "float", "ms"),
+        Column("timing_runs", "int", doc="measured blocks"),
+        Column("throughput_img_s", "float", "images/s"),
+        Column("tokens_per_s", "float", "tokens/s"),
+        Column("achieved_gflops", "float", "GFLOP/s", "2 x forward MACs (x3 in train) / latency"),
+        Column("efficiency", "float", "fraction", "achieved / the matmul peak measured for this run and dtype"),
+        Column(TIMING_CLOCK, "str", doc="wall | cpu"),
+        Column("timing_rounds", "int", doc="rounds the case was timed in (timing.rounds; attnbench ab's rounds)"),
+        Column("latency_round_cv", "float", "fraction", "robust sd of the log round medians (between-round spread)"),
+    ),
+    options=Options,
+    options_key="timing",
+    run_level=True,
+    exclusive=True,
+    steps=lambda opts: opts.warmup + 2,  # warm-up, block-size estimate, one block
+    seconds=lambda opts: float(opts.min_run_time),
+    threads=lambda opts: int(opts.threads),
+    summary=(SummaryColumn("ms", LATENCY_MS, ".3g"), SummaryColumn("±IQR", LATENCY_IQR_MS, ".2g"),
+             SummaryColumn("img/s", "throughput_img_s", ".3g"), SummaryColumn("GFLOP/s", "achieved_gflops", ".3g"),
+             SummaryColumn("eff", "efficiency", ".0%")),
+    report_tables=(
+        ReportTable(LATENCY_MS, "Latency (ms, median ± IQR)", with_spread_cell(LATENCY_MS, LATENCY_IQR_MS),
+                    raw_cell(LATENCY_MS), "latency_ms", rank=0),
+        ReportTable("throughput_img_s", "Throughput (images/s)", plain_cell("throughput_img_s"),
+                    raw_cell("throughput_img_s"), "throughput_img_s", rank=1),
+    ),
+    report_plots=_plots,
+    report_scaling=((LATENCY_MS, "latency"),),
+))

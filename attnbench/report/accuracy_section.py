@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..metrics.accuracy import run_validity
-from ..store import stored_bool
+from ..accuracy.verdict import run_validity
+from ..results_schema import stored_bool
 
 PLOT_DIR = "plots"
 
@@ -41,10 +41,6 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
     out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     out += ["| " + " | ".join(r) + " |" for r in rows]
     return out + [""]
-
-
-def _labels(res: pd.DataFrame) -> list[str]:
-    return list(dict.fromkeys(res["label"]))
 
 
 def _first(frame: pd.DataFrame, column: str) -> Any:
@@ -92,12 +88,11 @@ def _summary_table(res: pd.DataFrame) -> list[str]:
 def _attention_macs(row: pd.Series, depth: int) -> int | None:
     """MACs of the attention layers alone per image, from the mechanisms' own formulas."""
     try:
-        import mechanisms
-        from ..backbone import layer_options
+        from ..accuracy.backbone import attention_macs
 
         opts = json.loads(row["options"]) if isinstance(row.get("options"), str) else {}
-        return sum(mechanisms.build(row["mechanism"], int(row["dim"]), int(row["num_heads"]), **layer_options(opts, i))
-                   .flops(int(row["height"]), int(row["width"]))["total"] for i in range(depth))
+        return attention_macs(row["mechanism"], opts, int(row["dim"]), int(row["num_heads"]),
+                              (int(row["height"]), int(row["width"])), depth)
     except Exception:  # a plugin mechanism that is not importable here: leave the cell empty
         return None
 

@@ -6,15 +6,15 @@ GitHub next to the committed run.
 """
 from __future__ import annotations
 
-import importlib
-import math
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from .. import metrics as metric_registry
+from ..results_schema import LATENCY_MS, MEMORY_METHOD, PEAK_MEMORY_MIB, STATUS
 from ..store import Run, atomic_write_text, load_run
-from . import plots, tables
+from . import tables
 from .scaling import describe_crossover, fit_power_law
 
 ENV_FIELDS = (
@@ -22,7 +22,6 @@ ENV_FIELDS = (
     "torch", "cuda", "cudnn", "driver", "device", "device_name", "threads", "omp_wait_policy", "tf32_matmul",
     "tf32_cudnn", "cudnn_benchmark", "cudnn_deterministic", "float32_matmul_precision", "matmul_peak_gflops",
 )
-ACCURACY_PREFIXES = ("fid_", "rf_", "acc_")
 
 
 def _env_table(env: dict[str, Any]) -> str:
@@ -39,17 +38,9 @@ def _env_table(env: dict[str, Any]) -> str:
     return "\n".join(["| field | value |", "|:--|:--|"] + [f"| {k} | {show(v)} |" for k, v in rows])
 
 
-def _peak_gflops(env: dict[str, Any], dtype: str) -> float | None:
-    peaks = env.get("matmul_peak_gflops") or {}
-    try:
-        return float(peaks.get(dtype)) if isinstance(peaks, dict) and peaks.get(dtype) is not None else None
-    except (TypeError, ValueError):
-        return None
-
-
 def _scaling_table(frame: pd.DataFrame, baseline: str) -> pd.DataFrame | None:
     """α of latency and memory per mechanism, and where each becomes cheaper than the baseline."""
-    metrics = [(c, n) for c, n in (("latency_ms", "latency"), ("peak_memory_mib", "memory")) if tables.has_metric(frame, c)]
+    metrics = [(c, n) for m in metric_registry.all_metrics() for c, n in m.report_scaling if tables.has_metric(frame, c)]
     if not metrics:
         return None
     ok = tables.ok_rows(frame)
@@ -75,19 +66,6 @@ def _rel(path: Path, root: Path) -> str:
     return path.relative_to(root).as_posix()
 
 
-def _accuracy_section(run: Run, out_dir: Path) -> str | None:
-    cols = [c for c in run.results.columns if c.startswith(ACCURACY_PREFIXES)]
-    if not cols:
-        return None
-    try:
-        module = importlib.import_module("attnbench.report.accuracy_section")
-    except ModuleNotFoundError as exc:
-        if exc.name != "attnbench.report.accuracy_section":
-            raise
-        return None
-    return module.render(run, out_dir)
-
-
 def render_markdown_and_files(run: Run, baseline: str = "global", with_plots: bool = True) -> tuple[str, str, list[Path]]:
     """(report.md text, report.tex text, files written: CSVs and plots)."""
     root = run.path
@@ -103,25 +81,25 @@ def render_markdown_and_files(run: Run, baseline: str = "global", with_plots: bo
     if res.empty:
         md += ["_No results in this run._", ""]
         return "\n".join(md), "\n".join(tex) + "\n", files
-    counts = res["status"].astype(str).value_counts()
+    counts = res[STATUS].astype(str).value_counts()
     md += ["## Summary", "", f"{len(res)} cases: " + ", ".join(f"{n} {s}" for s, n in counts.items())
            + f". Baseline for speed-ups and crossovers: `{baseline}`.", ""]
     for group in tables.iter_groups(res):
         frame = group.frame
         md += [f"## {group.title}", ""]
-        for spec in tables.METRICS:
+        for spec in tables.report_tables():
             if not tables.has_metric(frame, spec.column):
                 continue
             title = spec.title
-            if spec.column == "peak_memory_mib" and "memory_method" in frame.columns:
-                methods = sorted(set(tables.ok_rows(frame)["memory_method"].dropna().astype(str)))
+            if spec.column == PEAK_MEMORY_MIB and MEMORY_METHOD in frame.columns:
+                methods = sorted(set(tables.ok_rows(frame)[MEMORY_METHOD].dropna().astype(str)))
                 title += f" [{', '.join(methods)}]" if methods else ""
-            table = tables.pivot(frame, spec.fmt)
+            table = tables.pivot(frame, spec.cell)
             md += [f"### {title}", "", tables.to_markdown(table), ""]
             tex += ["", tables.to_booktabs(table, f"{title}: {group.title}", f"tab:{spec.file}-{group.slug}")]
             csv = root / "tables" / f"{spec.file}__{group.slug}.csv"
             csv.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(csv, tables.pivot(frame, spec.csv_value).to_csv())
+            atomic_write_text(csv, tables.pivot(frame, spec.value).to_csv())
             files.append(csv)
         speed = tables.speedup_table(frame, baseline)
         if speed is not None:
@@ -131,7 +109,7 @@ def render_markdown_and_files(run: Run, baseline: str = "global", with_plots: bo
             csv = root / "tables" / f"speedup_vs_{baseline}__{group.slug}.csv"
             atomic_write_text(csv, speed.to_csv())
             files.append(csv)
-        elif tables.has_metric(frame, "latency_ms"):
+        elif tables.has_metric(frame, LATENCY_MS):
             md += [f"_No speed-up table: baseline `{baseline}` is not in this group (choose one with --baseline)._", ""]
         scaling = _scaling_table(frame, baseline)
         if scaling is not None:
@@ -139,31 +117,22 @@ def render_markdown_and_files(run: Run, baseline: str = "global", with_plots: bo
                    tables.to_markdown(scaling), ""]
         images: list[Path] = []
         stem = root / "plots"
-        if with_plots and tables.has_metric(frame, "latency_ms"):
-            images += plots.scaling_plot(frame, "latency_ms", "latency (ms, median; bars: ±½ IQR)",
-                                         f"Latency vs tokens — {group.title}", stem / f"latency__{group.slug}",
-                                         baseline, err_column="latency_iqr_ms")
-        if with_plots and tables.has_metric(frame, "peak_memory_mib"):
-            images += plots.scaling_plot(frame, "peak_memory_mib", "peak memory (MiB)",
-                                         f"Peak memory vs tokens — {group.title}", stem / f"memory__{group.slug}",
-                                         baseline)
-        if with_plots and tables.has_metric(frame, "achieved_gflops"):
-            images += plots.gflops_plot(frame, _peak_gflops(env, str(group.get("dtype"))),
-                                        f"Achieved GFLOP/s — {group.title}", stem / f"gflops__{group.slug}")
+        if with_plots:
+            ranked = sorted(metric_registry.all_metrics(), key=lambda m: min((t.rank for t in m.report_tables), default=100))
+            for m in ranked:
+                if m.report_plots is not None and any(tables.has_metric(frame, t.column) for t in m.report_tables):
+                    images += m.report_plots(frame, env, group, stem, baseline)
         files += images
         pngs = [p for p in images if p.suffix == ".png"]
         if pngs:
             md += ["### Plots", "", *[f"![{p.stem}]({_rel(p, root)})" for p in pngs], ""]
-    mism = tables.mac_disagreements(res)
-    if not mism.empty:
-        md += ["## FLOP counter disagreements (counted MACs differ from the analytic formula by > 2 %)", "",
-               mism.to_markdown(index=False), ""]
     fails = tables.failures(res)
     if not fails.empty:
         md += ["## Cases that did not run", "", fails.fillna("").to_markdown(index=False), ""]
-    acc = _accuracy_section(run, root)
-    if acc:
-        md += [acc.rstrip(), ""]
+    for m in metric_registry.all_metrics():
+        section = m.report_section(run, root) if m.report_section is not None else None
+        if section:
+            md += [section.rstrip(), ""]
     return "\n".join(md), "\n".join(tex) + "\n", files
 
 

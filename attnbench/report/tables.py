@@ -13,9 +13,12 @@ from typing import Any, Callable, Iterator
 
 import pandas as pd
 
+from ..results_schema import MACS_MISMATCH, STATUS, stored_bool
+from .cells import NOT_MEASURED, fmt_number
+from .cells import value as _value
+
 # Identifying columns besides (device, dtype, mode) that split a run into separate tables when they vary.
 SPLIT_COLUMNS = ("batch_size", "dim", "num_heads", "task")
-NOT_MEASURED = "n/a"
 
 
 @dataclass(frozen=True)
@@ -37,62 +40,11 @@ class Group:
         return dict(self.key).get(name, default)
 
 
-@dataclass(frozen=True)
-class MetricSpec:
-    column: str
-    title: str
-    fmt: Callable[[pd.Series], str]
-    csv_value: Callable[[pd.Series], Any]
-    file: str
+def report_tables() -> list[Any]:
+    """Every registered metric's report tables (``Metric.report_tables``), in their declared order."""
+    from ..metrics import all_metrics
 
-
-def fmt_number(v: float) -> str:
-    """About three significant figures without scientific notation for everyday magnitudes."""
-    if v is None or not math.isfinite(v):
-        return NOT_MEASURED
-    a = abs(v)
-    if a >= 100:
-        return f"{v:,.0f}"
-    if a >= 10:
-        return f"{v:.1f}"
-    if a >= 0.01:
-        return f"{v:.3g}" if a < 1 else f"{v:.2f}"
-    return f"{v:.2g}"
-
-
-def _value(row: pd.Series, column: str) -> float:
-    try:
-        return float(row.get(column))
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def _latency_cell(row: pd.Series) -> str:
-    med, iqr = _value(row, "latency_ms"), _value(row, "latency_iqr_ms")
-    if not math.isfinite(med):
-        return NOT_MEASURED
-    return f"{fmt_number(med)} ± {fmt_number(iqr)}" if math.isfinite(iqr) else fmt_number(med)
-
-
-def _plain(column: str, scale: float = 1.0) -> Callable[[pd.Series], str]:
-    return lambda row: fmt_number(_value(row, column) * scale)
-
-
-def _raw(column: str, scale: float = 1.0) -> Callable[[pd.Series], Any]:
-    def get(row: pd.Series) -> Any:
-        v = _value(row, column) * scale
-        return v if math.isfinite(v) else NOT_MEASURED
-    return get
-
-
-METRICS: tuple[MetricSpec, ...] = (
-    MetricSpec("latency_ms", "Latency (ms, median ± IQR)", _latency_cell, _raw("latency_ms"), "latency_ms"),
-    MetricSpec("throughput_img_s", "Throughput (images/s)", _plain("throughput_img_s"), _raw("throughput_img_s"),
-               "throughput_img_s"),
-    MetricSpec("peak_memory_mib", "Peak memory (MiB)", _plain("peak_memory_mib"), _raw("peak_memory_mib"),
-               "peak_memory_mib"),
-    MetricSpec("macs", "MACs (G)", _plain("macs", 1e-9), _raw("macs", 1e-9), "gmacs"),
-)
+    return sorted((t for m in all_metrics() for t in m.report_tables), key=lambda t: t.rank)
 
 
 def res_label(height: Any, width: Any) -> str:
@@ -101,7 +53,7 @@ def res_label(height: Any, width: Any) -> str:
 
 
 def ok_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame[frame["status"].astype(str) == "ok"]
+    return frame[frame[STATUS] == "ok"]
 
 
 def label_order(frame: pd.DataFrame) -> list[str]:
@@ -196,9 +148,9 @@ def to_booktabs(table: pd.DataFrame, caption: str, label: str) -> str:
 
 def mac_disagreements(results: pd.DataFrame) -> pd.DataFrame:
     """Rows whose counted MACs differ from the analytic ones (the ``macs_mismatch`` flag)."""
-    if "macs_mismatch" not in results.columns:
+    if MACS_MISMATCH not in results.columns:
         return results.iloc[0:0]
-    flag = results["macs_mismatch"].astype(str).str.lower().isin(("true", "1", "1.0"))
+    flag = [stored_bool(v) is True for v in results[MACS_MISMATCH]]
     cols = [c for c in ("label", "height", "width", "dtype", "mode", "macs", "macs_fvcore", "macs_flop_counter",
                         "flops_unsupported_ops") if c in results.columns]
     return results.loc[flag, cols]
@@ -206,4 +158,4 @@ def mac_disagreements(results: pd.DataFrame) -> pd.DataFrame:
 
 def failures(results: pd.DataFrame) -> pd.DataFrame:
     cols = [c for c in ("label", "height", "width", "dtype", "device", "mode", "status", "error") if c in results.columns]
-    return results.loc[results["status"].astype(str) != "ok", cols]
+    return results.loc[results[STATUS] != "ok", cols]
