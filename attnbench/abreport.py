@@ -16,7 +16,7 @@ import pandas as pd
 
 from .ab import Session
 from .compare import (MEMORY_ATOL_MIB, MEMORY_RTOL, Comparison, Finding, _compare_exact, _compare_memory,
-                      _num, case_name)
+                      _num, _order, case_name)
 from .paired import detectable_slowdown, paired_verdict, robust_sd
 from .store import atomic_write_text
 
@@ -124,7 +124,8 @@ def render(session: Session, comp: Comparison, fmt: str = "text") -> str:
 
 def write(session: Session, comp: Comparison) -> None:
     """ab.csv (verdicts), ab.md (the report) and, for an A/A, calibration.csv, into the run directory."""
-    atomic_write_text(session.run_dir / "ab.csv", comp.to_frame().to_csv(index=False))
+    frame = pd.DataFrame([f.__dict__ for f in sorted(comp.findings, key=_order)])
+    atomic_write_text(session.run_dir / "ab.csv", frame.to_csv(index=False))
     atomic_write_text(session.run_dir / "ab.md", render(session, comp, "md"))
     if session.same_code:
         frame, _ = calibration(session, comp)

@@ -352,7 +352,8 @@ def main() -> int:
 
     # Ordinary runs: base before the first repeat and after each of the first `--runs - 1` repeats, slow
     # after each of the first `--runs - 1` repeats, so base and slow runs alternate in time.
-    ordinary(trees["base"], "suites/abcal-rounds.yaml", work / "runs-base", log)
+    if args.repeats:  # --repeats 0 --work DIR measures only the smoke cost
+        ordinary(trees["base"], "suites/abcal-rounds.yaml", work / "runs-base", log)
     for k in range(args.repeats):
         log(f"repeat {k + 1}/{args.repeats}; load {os.getloadavg()}")
         ab(repo, base, base, "suites/abcal.yaml", work / "ab-aa", k, log)

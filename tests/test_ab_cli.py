@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -72,9 +73,23 @@ def attnbench(repo: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def throwaway(tmp_path_factory) -> tuple[Path, str, str]:
-    """(repo, base sha, head sha): base = a copy of mechanisms/, head = global made 4x slower."""
-    repo = tmp_path_factory.mktemp("throwaway")
+def throwaway() -> tuple[Path, str, str]:
+    """(repo, base sha, head sha): base = a copy of mechanisms/, head = global made 4x slower.
+
+    In a folder of its own rather than pytest's tmp_path: these tests run for minutes, and on a machine
+    shared by several users another pytest session may prune the numbered tmp_path folders meanwhile.
+    """
+    with tempfile.TemporaryDirectory(prefix="attnbench-ab-test-") as tmp:
+        yield _build_throwaway(Path(tmp) / "repo")
+
+
+@pytest.fixture
+def tmp_path() -> Path:  # same reason: a folder no other pytest session prunes
+    with tempfile.TemporaryDirectory(prefix="attnbench-ab-test-") as tmp:
+        yield Path(tmp)
+
+
+def _build_throwaway(repo: Path) -> tuple[Path, str, str]:
     shutil.copytree(REPO / "mechanisms", repo / "mechanisms", ignore=shutil.ignore_patterns("__pycache__"))
     (repo / "suites").mkdir()
     (repo / "suites" / "tiny.yaml").write_text(TINY)

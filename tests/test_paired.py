@@ -9,6 +9,7 @@ import itertools
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats as sps
 
@@ -161,3 +162,67 @@ def test_pair_cases_by_key_and_by_variant():
     assert [c.height for c in only_b] == [28] and only_h == []
     with pytest.raises(UserError, match="--variant: no case of the suite has the label 'sdpa'"):
         pair_cases(cases, cases, ("native", "sdpa"))
+
+
+def _session(tmp_path, same_code: bool, ratios: dict[str, list[float]]):
+    """A finished ab Session built by hand: what abreport turns into verdicts, without measuring."""
+    from dataclasses import replace
+
+    from attnbench.ab import Pair, Session, Side
+    from attnbench.abtrees import Ref
+
+    base_ref = Ref("main", "a" * 40)
+    head_ref = base_ref if same_code else Ref("HEAD", "b" * 40)
+    sides = {"base": Side("base", base_ref, tmp_path), "head": Side("head", head_ref, tmp_path)}
+    pairs, rows = [], {}
+    for label in ratios:
+        c = case(label, 14)
+        p = Pair(c, c, replace(c, label=f"{label} [base]"), replace(c, label=f"{label} [head]"))
+        pairs.append(p)
+        for row_case, lat in ((p.base_row, 1.0), (p.head_row, float(np.median(ratios[label])))):
+            rows[row_case.key()] = {"case_key": row_case.key(), **row_case.id_row(), "status": "ok", "error": None,
+                                    "latency_ms": lat, "macs": 1000, "params": 10}
+    return Session(run_dir=tmp_path, sides=sides, pairs=pairs, rows=rows,
+                   ratios={i: ratios[label] for i, label in enumerate(ratios)}, only_base=[], only_head=[],
+                   rounds=8, seed=0, variant=None, wall_s=12.0)
+
+
+def test_abreport_verdicts_exit_code_and_files(tmp_path):
+    from attnbench import abreport
+
+    slow = list(np.exp([0.10, 0.12, 0.08, 0.11, 0.09, 0.105, 0.13, 0.07]))
+    same = list(np.exp([0.01, -0.02, 0.015, -0.005, 0.0, 0.02, -0.01, 0.005]))
+    session = _session(tmp_path, same_code=False, ratios={"swin": slow, "axial": same})
+    comp = abreport.findings(session, threshold=0.05, confidence=0.95)
+    lat = {f.case: f.verdict for f in comp.findings if f.metric == "latency_ms"}
+    assert lat == {"swin 14x14 float32 forward": "regression", "axial 14x14 float32 forward": "unchanged"}
+    assert {f.metric for f in comp.findings} == {"latency_ms", "macs", "params"}
+    assert comp.exit_code == 1
+    text = abreport.render(session, comp, "text")
+    assert text.startswith("attnbench ab: base main (aaaaaaa) vs head HEAD (bbbbbbb); 2 cases x 8 rounds in 12 s")
+    assert "Calibration" not in text
+    abreport.write(session, comp)
+    assert pd.read_csv(tmp_path / "ab.csv")["verdict"].tolist()[0] == "regression"
+    assert (tmp_path / "ab.md").read_text().startswith("_attnbench ab: base main (aaaaaaa)")
+    assert not (tmp_path / "calibration.csv").exists()
+
+
+def test_abreport_calibration_of_an_aa_session(tmp_path):
+    from attnbench import abreport
+
+    quiet = list(np.exp([0.01, -0.02, 0.015, -0.005, 0.0, 0.02, -0.01, 0.005]))
+    odd = list(np.exp([0.06, 0.07, 0.065, 0.055, 0.08, 0.06, 0.075, 0.07]))  # a false alarm
+    session = _session(tmp_path, same_code=True, ratios={"global": quiet, "pale": odd})
+    comp = abreport.findings(session, threshold=0.05, confidence=0.95)
+    frame, summary = abreport.calibration(session, comp)
+    assert summary["flagged"] == 1 and summary["cases"] == 2 and summary["rate"] == 0.5
+    hl = math.exp(np.median(brute_walsh(np.log(odd))))
+    assert summary["largest_change"] == pytest.approx(hl - 1)
+    assert summary["suggested_threshold"] == math.ceil((hl - 1) * 200) / 200
+    row = frame.set_index("case").loc["global 14x14 float32 forward"]
+    assert row["detectable_at_threshold"] == pytest.approx(detectable_slowdown(np.log(quiet), threshold=0.05))
+    text = abreport.render(session, comp, "md")
+    assert "### Calibration (A/A: the same commit on both sides)" in text
+    assert "False alarms: 1 of 2 cases (50.0%) flagged at threshold 5.0%." in text
+    abreport.write(session, comp)
+    assert len(pd.read_csv(tmp_path / "calibration.csv")) == 2
