@@ -250,7 +250,9 @@ def analyze(work: Path, out: Path, log, command: str) -> str:
     """The table from whatever finished under ``work`` (so a long run can be read part way)."""
     from tabulate import tabulate
 
-    aa_s, det_s = session_dirs(work / "ab-aa"), session_dirs(work / "ab-det")
+    # ab-aa*, ab-det*: sessions of this script, and of any extra runner pointed at the same repository
+    aa_s = [d for f in sorted(work.glob("ab-aa*")) for d in session_dirs(f)]
+    det_s = [d for f in sorted(work.glob("ab-det*")) for d in session_dirs(f)]
     base_runs, slow_runs = session_dirs(work / "runs-base"), session_dirs(work / "runs-slow")
     aa = {"ab": [t for d in aa_s for t in ab_trials(d)],
           "rounds": [t for i, j in itertools.combinations(range(len(base_runs)), 2)
