@@ -51,7 +51,8 @@ from attnbench.paired import compare_rounds, paired_verdict  # noqa: E402
 from attnbench.stats import compare_samples  # noqa: E402
 from attnbench.store import load_run  # noqa: E402
 
-THRESHOLDS = (0.01, 0.02, 0.03, 0.05, 0.10)
+THRESHOLDS = (0.02, 0.03, 0.05, 0.10)
+CONFIDENCES = (0.95, 0.99)
 INJECTED = {"inj5_a": 5, "inj5_b": 5, "inj10_a": 10, "inj10_b": 10}
 
 PLUGIN = '''"""Test-only mechanisms for benchmarks/ab_calibration.py: global attention run REPEATS times per call.
@@ -189,25 +190,25 @@ def pair_trials(base_dir: Path, new_dir: Path) -> list[dict]:
     return out
 
 
-def judge(kind: str, trial: dict, threshold: float) -> str:
+def judge(kind: str, trial: dict, threshold: float, confidence: float) -> str:
     if kind == "ab":
-        return paired_verdict(trial["ratios"], threshold=threshold).verdict
+        return paired_verdict(trial["ratios"], threshold=threshold, confidence=confidence).verdict
     if kind == "rounds":
-        return compare_rounds(*trial["rounds"], threshold=threshold).verdict
-    return compare_samples(*trial["blocks"], threshold=threshold).verdict
+        return compare_rounds(*trial["rounds"], threshold=threshold, confidence=confidence).verdict
+    return compare_samples(*trial["blocks"], threshold=threshold, confidence=confidence).verdict
 
 
 def table(aa: dict[str, list[dict]], det: dict[str, list[dict]]) -> pd.DataFrame:
     rows = []
     for kind, name in (("ab", "ab (paired rounds)"), ("rounds", "compare, timing.rounds: 10"),
                        ("within", "compare, within-run samples")):
-        for t in THRESHOLDS:
-            a = [judge(kind, x, t) for x in aa[kind]]
-            d = [(x["label"], judge(kind, x, t)) for x in det[kind]]
+        for c, t in itertools.product(CONFIDENCES, THRESHOLDS):
+            a = [judge(kind, x, t, c) for x in aa[kind]]
+            d = [(x["label"], judge(kind, x, t, c)) for x in det[kind]]
             hit5 = [v == "regression" for lab, v in d if INJECTED.get(lab) == 5]
             hit10 = [v == "regression" for lab, v in d if INJECTED.get(lab) == 10]
             other = [v == "regression" for lab, v in d if lab not in INJECTED]
-            rows.append({"method": name, "threshold": t,
+            rows.append({"method": name, "confidence": c, "threshold": t,
                          "A/A false regressions": f"{sum(v == 'regression' for v in a)}/{len(a)}",
                          "A/A false rate": sum(v == "regression" for v in a) / max(len(a), 1),
                          "A/A any flag": f"{sum(v in ('regression', 'improvement') for v in a)}/{len(a)}",
