@@ -5,16 +5,17 @@ are the identifying columns of ``results.csv``; two runs are compared by matchin
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 import torch
 
-from .results_schema import ID_COLUMNS
+from .results_schema import ID_COLUMNS, default_form, identity_key
 
 Mode = Literal["forward", "train"]
+Form = Literal["deploy", "train"]
+FORMS: tuple[str, ...] = ("deploy", "train")
 
 DTYPES: dict[str, torch.dtype] = {
     "float64": torch.float64,
@@ -35,6 +36,8 @@ def freeze_options(options: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted((k, frozen(v)) for k, v in options.items()))
 
 
+
+
 @dataclass(frozen=True)
 class Case:
     mechanism: str
@@ -49,10 +52,24 @@ class Case:
     device: str
     mode: Mode
     task: str | None = None
+    form: Form | None = None  # None: the mode's default (see default_form); stored normalised
     seed: int = 0
     # The metric options of the suite grid this case came from ({metric: Options}); not part of the
     # case's identity, and not sent to workers (a Job carries them as plain dicts).
     metric_options: dict[str, Any] | None = field(default=None, compare=False, hash=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.form is not None and self.form not in FORMS:
+            raise ValueError(f"form must be one of {list(FORMS)} or None, got {self.form!r}")
+        if self.form == "deploy" and self.mode == "train":
+            raise ValueError("form 'deploy' is the inference form; mode 'train' measures the training form")
+        if self.form == default_form(self.mode):  # one case, one identity: the default is spelled None
+            object.__setattr__(self, "form", None)
+
+    @property
+    def resolved_form(self) -> str:
+        """The form that runs: ``deploy`` or ``train``."""
+        return self.form or default_form(self.mode)
 
     @property
     def tokens(self) -> int:
@@ -74,25 +91,26 @@ class Case:
 
     def key(self) -> str:
         """Stable identity (resume and compare key); independent of dict ordering and of the run."""
-        ident = {c: getattr(self, c) if c != "options" else self.options_json() for c in ID_COLUMNS}
-        raw = json.dumps(ident, sort_keys=True, default=str)
-        return hashlib.sha1(raw.encode()).hexdigest()[:16]
+        return identity_key({c: getattr(self, c) if c != "options" else self.options_json() for c in ID_COLUMNS})
 
     def id_row(self) -> dict[str, Any]:
         """The identifying columns of this case's results row."""
-        return {c: (self.options_json() if c == "options" else getattr(self, c)) for c in ID_COLUMNS}
+        special = {"options": self.options_json(), "form": self.resolved_form}
+        return {c: special[c] if c in special else getattr(self, c) for c in ID_COLUMNS}
 
     def describe(self) -> str:
         return f"{self.label} {self.height}x{self.width} b{self.batch_size} {self.dtype} {self.device} {self.mode}" + (
-            f" {self.task}" if self.task else ""
-        )
+            f" ({self.form} form)" if self.form else "") + (f" {self.task}" if self.task else "")
 
     def build_module(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None):
-        """A fresh mechanism for this case, seeded so every metric sees the same weights."""
+        """A fresh mechanism for this case in the form it measures, seeded so every metric sees the same
+        weights. The deploy form is made before the cast, as a served model is (merged in full precision)."""
         import mechanisms
 
         torch.manual_seed(self.seed)
         module = mechanisms.build(self.mechanism, self.dim, self.num_heads, **self.options_dict())
+        if self.resolved_form == "deploy" and hasattr(module, "deploy"):
+            module = module.deploy()
         return module.to(device=device or self.device, dtype=dtype or self.torch_dtype)
 
     def make_input(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None,

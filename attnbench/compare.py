@@ -125,6 +125,43 @@ def peak_drift(base_env: dict[str, Any], new_env: dict[str, Any], limit: float =
     return out
 
 
+# Env fields that the machine fingerprint covers (a difference there is a different machine).
+MACHINE_ENV_KEYS = ("device_name", "torch", "threads")
+
+
+def machine_check(base_env: dict[str, Any], new_env: dict[str, Any],
+                  across_machines: bool) -> tuple[dict[str, tuple[Any, Any]], list[str]]:
+    """(fingerprint differences, warnings); ``UserError`` naming them unless ``across_machines``."""
+    from . import fingerprint
+
+    diffs = fingerprint.differences(base_env, new_env)
+    if not diffs:
+        return {}, []
+    what = fingerprint.describe(diffs)
+    bf16 = _bf16_note(base_env, new_env)
+    if not across_machines:
+        raise UserError(f"the runs come from different machines ({what}){bf16}; their timings and memory differ "
+                        "for reasons no code change explains. Compare runs from one machine, or pass "
+                        "--across-machines to compare anyway")
+    return diffs, [f"runs from different machines ({what}){bf16}: every latency and memory verdict below "
+                   "mixes the code change with the machine change"]
+
+
+def _bf16_note(base_env: dict[str, Any], new_env: dict[str, Any]) -> str:
+    """The measured bf16:fp32 matmul peak ratio of both runs, when it tells the machines apart."""
+    ratios = []
+    for env in (base_env, new_env):
+        peaks = env.get("matmul_peak_gflops") or {}
+        try:
+            ratios.append(float(peaks["bfloat16"]) / float(peaks["float32"]))
+        except (KeyError, TypeError, ValueError, ZeroDivisionError):
+            return ""
+    if max(ratios) / max(min(ratios), 1e-9) < 2:
+        return ""
+    return (f"; measured bf16/fp32 matmul peak {ratios[0]:.2f} (baseline) vs {ratios[1]:.2f} (new): "
+            "native bf16 on one side only")
+
+
 # -------------------------------------------------------------------------------------- matching
 def case_name(row: pd.Series) -> str:
     """Short human name of a case: ``swin 56x56 float32 forward`` (+ batch/task when not default)."""
@@ -274,9 +311,14 @@ def compare_pair(brow: pd.Series, nrow: pd.Series, baseline: Run, new: Run, *, t
 
 def compare_runs(baseline: Run, new: Run, *, threshold: float = DEFAULT_THRESHOLD,
                  confidence: float = DEFAULT_CONFIDENCE, allow_env_mismatch: bool = False,
-                 memory_rtol: float = MEMORY_RTOL, memory_atol_mib: float = MEMORY_ATOL_MIB) -> Comparison:
-    """Compare ``new`` against ``baseline``; ``UserError`` when the environments differ (unless allowed)."""
+                 memory_rtol: float = MEMORY_RTOL, memory_atol_mib: float = MEMORY_ATOL_MIB,
+                 across_machines: bool = False) -> Comparison:
+    """Compare ``new`` against ``baseline``; ``UserError`` when the machines (``attnbench.fingerprint``)
+    differ unless ``across_machines``, or the other environment fields differ unless allowed."""
+    machine_diffs, machine_warnings = machine_check(baseline.env, new.env, across_machines)
     diffs = env_differences(baseline.env, new.env)
+    if machine_diffs:  # the fingerprint already names these; they are not an "environment" problem
+        diffs = {k: v for k, v in diffs.items() if k not in MACHINE_ENV_KEYS}
     if diffs and not allow_env_mismatch:
         what = ", ".join(f"{k}: {a!r} vs {b!r}" for k, a, b in ((k, *v) for k, v in diffs.items()))
         raise UserError(f"environments differ ({what}); timings are not comparable. Re-run both on the same "
@@ -298,7 +340,9 @@ def compare_runs(baseline: Run, new: Run, *, threshold: float = DEFAULT_THRESHOL
         baseline_name=baseline.name, new_name=new.name, findings=findings, env_differences=diffs,
         only_baseline=[case_name(baseline.results.loc[i]) for i in only_b],
         only_new=[case_name(new.results.loc[j]) for j in only_n],
-        threshold=threshold, confidence=confidence, load_warnings=peak_drift(baseline.env, new.env),
+        threshold=threshold, confidence=confidence,
+        # Across machines a peak gap is the machine, not load: never call it "different load".
+        load_warnings=machine_warnings or peak_drift(baseline.env, new.env),
         basis=latency_basis(pairs, baseline, new),
     )
 

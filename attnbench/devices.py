@@ -152,6 +152,7 @@ def backend_flags() -> dict[str, Any]:
 
 def capture_env(device: str, threads: int) -> dict[str, Any]:
     """The environment block of ``env.json`` (everything but the matmul peak, added by the runner)."""
+    from . import fingerprint
     from .store import git_dirty, git_short_sha
 
     cuda = torch.version.cuda
@@ -183,6 +184,7 @@ def capture_env(device: str, threads: int) -> dict[str, Any]:
         "threads": threads,
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         **backend_flags(),
+        "fingerprint": fingerprint.capture(device, threads),
     }
 
 

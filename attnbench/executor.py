@@ -6,7 +6,8 @@ tests) to shard a sweep over many GPUs. A result is plain data, so runs stay mer
 
 ``LocalExecutor`` keeps ``workers`` processes busy. Each job has a wall-clock budget; a worker that
 overruns it is killed (status ``timeout``), one that dies is reported from its exit signal
-(``SIGKILL`` is almost always the kernel's OOM killer: ``oom``; anything else: ``error``), and the
+(``SIGKILL`` is ``oom`` only when a kernel OOM-kill counter rose while it ran, see ``lifeline``;
+otherwise, like anything else, ``error``), and the
 next job gets a fresh process. A worker is recycled after ``jobs_per_worker`` jobs and after any
 failure, so one case's state cannot leak into another's numbers. A job's clock starts when its
 worker is ready (imports done), so start-up on a busy machine never counts against ``timeout_s``.
@@ -21,6 +22,8 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol
 
+from .lifeline import oom_counters, oom_evidence
+from .resume import KILLED
 from .worker import Job, WorkerInit, worker_main
 
 
@@ -51,6 +54,7 @@ class _Slot:
         self.jobs_left = jobs_per_worker
         self.tag: Any = None
         self.started = 0.0
+        self.oom_before: dict[str, int] = {}  # OOM-kill counters when its job started
 
     def kill(self) -> None:
         if self.proc.is_alive():
@@ -78,14 +82,18 @@ def _log_tail(path: str | None) -> str:
     return lines[-1][:300] if lines else ""
 
 
-def _death(exitcode: int | None, log_path: str | None) -> tuple[str, str]:
+def _death(exitcode: int | None, log_path: str | None, oom_before: dict[str, int] | None = None) -> tuple[str, str]:
     """(status, reason) for a worker that died without answering."""
     tail = _log_tail(log_path)
     tail = f"; last log line: {tail}" if tail else ""
     if exitcode is not None and exitcode < 0:
         sig = signal.Signals(-exitcode).name if -exitcode in signal.Signals._value2member_map_ else str(-exitcode)
         if -exitcode == signal.SIGKILL:
-            return "oom", f"worker killed by {sig} (most likely the kernel OOM killer){tail}"
+            evidence = oom_evidence(oom_before) if oom_before else None
+            if evidence:
+                return "oom", f"worker killed by the kernel OOM killer ({evidence}){tail}"
+            why = "no OOM-kill counter rose while it ran" if oom_before else "no OOM-kill counter is readable here"
+            return "error", f"{KILLED}, not by the kernel OOM killer ({why}); --resume runs it again{tail}"
         return "error", f"worker crashed with {sig}{tail}"
     return "error", f"worker exited with code {exitcode} before reporting{tail}"
 
@@ -120,6 +128,7 @@ class LocalExecutor:
                     tag, job = nxt
                     slot = idle.pop() if idle else _Slot(self._ctx, self.init, self.jobs_per_worker)
                     slot.tag, slot.started = tag, time.monotonic()
+                    slot.oom_before = oom_counters()
                     on_start(tag)
                     try:
                         slot.conn.send(job)
@@ -162,7 +171,7 @@ class LocalExecutor:
         elapsed = now - slot.started
         if not slot.proc.is_alive() or slot.proc.sentinel in ready:
             slot.proc.join(timeout=5)
-            status, reason = _death(slot.proc.exitcode, self.init.log_path)
+            status, reason = _death(slot.proc.exitcode, self.init.log_path, slot.oom_before)
             return Outcome(status, reason, {}, {}, elapsed), False
         if elapsed > self.timeout_s:
             return Outcome("timeout", f"case did not finish within limits.timeout_s={self.timeout_s:g} s; worker killed",

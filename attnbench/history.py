@@ -24,11 +24,13 @@ about one in ten, at the price of needing larger steps in noisy series.
 
 A lone outlier fails (1) because the run after it is back on the old level. A change seen only on the
 latest run(s), too few to satisfy (1), is reported as *unconfirmed* (one more run decides), never as
-a step. Series are split by machine (device, device name, torch, threads), since timings from
-different environments are not comparable.
+a step. Series are split by machine (device and the env.json fingerprint: CPU model and ISA flags,
+GPU and capability, driver, torch, CUDA, threads), since timings from different machines are not
+comparable.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from dataclasses import dataclass, field
@@ -40,9 +42,24 @@ import numpy as np
 from . import UserError
 from .compare import case_name
 from .stats import DEFAULT_THRESHOLD, compare_samples, median_ci
+from .faults import warn
 from .store import atomic_write_text, list_runs, load_run
 
-MACHINE_KEYS = ("device", "device_name", "torch", "threads")
+def machine_of(env: dict, known: list[dict] | None = None) -> tuple:
+    """Series key of a run's machine: (device, fingerprint label, fingerprint id).
+
+    A run stored before fingerprints existed gets one rebuilt from its env (``fingerprint.of_env``,
+    unknown fields None); unknown is not different, so it joins the one fully recorded fingerprint
+    among ``known`` that agrees on every field it has (and stays apart when none or several do)."""
+    from . import fingerprint
+
+    fp = fingerprint.of_env(env)
+    if not isinstance(env.get("fingerprint"), dict) and known:
+        matches = {fingerprint.machine_id(k): k for k in known
+                   if all(v is None or k.get(f) == v for f, v in fp.items())}
+        if len(matches) == 1:
+            fp = next(iter(matches.values()))
+    return (env.get("device"), fingerprint.label(fp), f"#{fingerprint.machine_id(fp)}")
 
 
 @dataclass(frozen=True)
@@ -115,7 +132,12 @@ class Series:
 
     @property
     def slug(self) -> str:
-        return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{self.case}_{self.machine_label}").strip("_")
+        """A file name for the series' plot; long labels are cut and made unique by a hash, since file
+        systems refuse names over 255 bytes."""
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{self.case}_{self.machine_label}").strip("_")
+        if len(slug) > 120:
+            slug = f"{slug[:100]}-{hashlib.sha1(slug.encode()).hexdigest()[:12]}"
+        return slug
 
     @property
     def machine_label(self) -> str:
@@ -148,10 +170,21 @@ def collect(suite_dir: Path | str, threshold: float = DEFAULT_THRESHOLD, window:
         raise UserError(f"{suite_dir}: no runs found; pass results/<suite>/ (a folder of run directories)")
     runs: list[RunInfo] = []
     series: dict[tuple[str, tuple], Series] = {}
-    for idx, path in enumerate(paths):
-        run = load_run(path)
+    from . import fingerprint
+
+    loaded = []
+    for path in paths:
+        try:
+            loaded.append((path, load_run(path)))
+        except UserError as exc:  # one damaged run must not hide the others
+            warn(f"{exc}; that run is left out of the history")
+    if not loaded:
+        raise UserError(f"{suite_dir}: none of its {len(paths)} run(s) can be read (see the warnings above)")
+    paths = [p for p, _ in loaded]
+    recorded = [r.env["fingerprint"] for _, r in loaded if isinstance(r.env.get("fingerprint"), dict)]
+    for idx, (path, run) in enumerate(loaded):
         env = run.env
-        machine = tuple(env.get(k) for k in MACHINE_KEYS)
+        machine = machine_of(env, [fingerprint.of_env({"fingerprint": fp}) for fp in recorded])
         runs.append(RunInfo(path.name, str(env.get("created_at", "")), str(env.get("git_commit") or "nogit"),
                             bool(env.get("git_dirty")), machine))
         res = run.results

@@ -27,7 +27,8 @@ from .store import RESULTS_CSV, atomic_write_text
 DEFAULT_OUT = Path("results") / "reference-macs.csv"
 # Cost columns copied when the run measured them (a run without the flops/params metrics has none).
 COST_COLUMNS = ("macs", "params", "params_trainable")
-COLUMNS = ("run", "case_key", *ID_COLUMNS, *COST_COLUMNS)
+# ``model`` names the backbone of a whole-model row (``models:`` in a suite); empty for a layer row.
+COLUMNS = ("run", "case_key", *ID_COLUMNS, "model", *COST_COLUMNS)
 
 
 def run_name(run_dir: Path) -> str:
@@ -48,7 +49,7 @@ def reference_rows(run_dir: Path) -> list[dict[str, str]]:
     with path.open(newline="", encoding="utf-8") as f:
         rows = [r for r in csv.DictReader(f) if r.get("status") == "ok"]
     name = run_name(Path(run_dir))
-    return [{"run": name, **{c: r.get(c) or "" for c in ("case_key", *ID_COLUMNS)},
+    return [{"run": name, **{c: r.get(c) or "" for c in ("case_key", *ID_COLUMNS, "model")},
              **{c: _count(r.get(c) or "") for c in COST_COLUMNS}} for r in rows]
 
 

@@ -13,7 +13,7 @@ A column no one declares (a third-party metric's extra) is read as pandas infers
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:  # pragma: no cover - pandas is imported where results are read, not to run a case
     import pandas as pd
@@ -39,8 +39,10 @@ def _cols(*items: Column) -> dict[str, Column]:
 CASE_KEY = "case_key"
 MECHANISM, LABEL, BACKEND, OPTIONS = "mechanism", "label", "backend", "options"
 HEIGHT, WIDTH, TOKENS, BATCH_SIZE, DIM, NUM_HEADS = "height", "width", "tokens", "batch_size", "dim", "num_heads"
-DTYPE, DEVICE, MODE, TASK = "dtype", "device", "mode", "task"
+DTYPE, DEVICE, MODE, FORM, TASK = "dtype", "device", "mode", "form", "task"
 STATUS, ERROR, THREADS, WALL_S = "status", "error", "threads", "wall_s"
+# Integrity columns (``attnbench.rowcheck``): what --resume checks before it trusts a row.
+SAMPLE_SERIES, ROW_CHECK = "sample_series", "row_crc32"
 
 # Metric columns the harness reads by name (compare, history, summary, report, calibration).
 MACS, MACS_ATTENTION, MACS_MISMATCH = "macs", "macs_attention", "macs_mismatch"
@@ -63,18 +65,42 @@ CORE: dict[str, Column] = _cols(
     Column(DTYPE, "str"),
     Column(DEVICE, "str"),
     Column(MODE, "str", doc="forward (inference) or train (forward + backward)"),
+    Column(FORM, "str", doc="deploy (the module as served, AttentionBase.deploy()) or train (as trained)"),
     Column(TASK, "str", doc="accuracy task, empty for cost cases"),
     Column(STATUS, "str", doc="ok | oom | unsupported | timeout | error"),
     Column(ERROR, "str", doc="one line: why the case did not end ok"),
     Column(THREADS, "int", doc="intra-op threads while measuring"),
     Column(WALL_S, "float", "s", "wall time of the case in its worker"),
+    Column(SAMPLE_SERIES, "json", doc="names of the case's raw sample series in samples.jsonl"),
+    Column(ROW_CHECK, "str", doc="CRC-32 of the row's other cells; last column; a cut or edited row fails it"),
 )
 
 ID_COLUMNS = (MECHANISM, LABEL, BACKEND, OPTIONS, HEIGHT, WIDTH, TOKENS, BATCH_SIZE, DIM, NUM_HEADS, DTYPE, DEVICE,
-              MODE, TASK)
+              MODE, FORM, TASK)
 # Columns every results.csv starts with, in this order; metric columns follow in first-seen order.
 LEADING_COLUMNS = (CASE_KEY, *ID_COLUMNS, STATUS, ERROR, THREADS, WALL_S)
 STATUSES = ("ok", "oom", "unsupported", "timeout", "error")
+
+
+def default_form(mode: str | None) -> str:
+    """The form a mode measures unless a suite asks otherwise: inference serves the deploy form
+    (``AttentionBase.deploy()``, e.g. Slide's merged conv), training trains the training form."""
+    return "train" if mode == "train" else "deploy"
+
+
+def identity_key(ident: dict[str, Any]) -> str:
+    """The case key of identity values ``{column: value}`` (``ID_COLUMNS``; ints as ints, no task as
+    None): what ``Case.key`` returns, computed here too so a stored row can be checked against it.
+    The form counts only when it is not the mode's default, so keys from before the form column hold."""
+    import hashlib
+    import json
+
+    values = {c: ident.get(c) for c in ID_COLUMNS}
+    form = values.pop(FORM, None)
+    if form and form != default_form(values.get(MODE)):
+        values[FORM] = form
+    raw = json.dumps(values, sort_keys=True, default=str)
+    return hashlib.sha1(raw.encode()).hexdigest()[:16]
 
 
 def schema() -> dict[str, Column]:
@@ -127,9 +153,3 @@ def coerce(frame: "pd.DataFrame", columns: dict[str, Column] | None = None) -> "
             out[name] = pd.Series([None if is_missing(v) else (str(v) if col.kind == "str" else v) for v in series],
                                   index=series.index, dtype=object)
     return out
-
-
-def known_columns(names: Iterable[str]) -> list[str]:
-    """The names among ``names`` that the schema declares (for tests and ``attnbench list``)."""
-    cols = schema()
-    return [n for n in names if n in cols]

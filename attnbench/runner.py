@@ -23,9 +23,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from . import UserError, devices, store
 from .case import Case
+from .cluster import lost_row
 from .executor import LocalExecutor, Outcome
+from .model_case import mechanism_names
 from .predict import Prediction, predict, skip_reason, steps_needed
+from .resume import INFERRED, resumable_rows, seed_calibration
+from .results_schema import SAMPLE_SERIES
 from .rounds import RoundCollector, round_budget
+from .runguard import guarded_run
 from .suite import Suite
 from .worker import Job, WorkerInit
 
@@ -78,13 +83,13 @@ class Calibration:
         failed = self.failed.get(key)
         if failed and case.tokens >= failed[1].tokens:
             status, small = failed
-            return status, f"not run: the same configuration at {small.height}x{small.width} already ended in {status}"
+            return status, f"{INFERRED}the same configuration at {small.height}x{small.width} already ended in {status}"
         measured = self.measured.get(key)
         if measured and case.tokens > measured[0].tokens:
             small, macs, step_s = measured
             est = step_s * predict(case).macs / max(macs, 1)
             if self.steps * est > self.timeout_s:
-                return "timeout", (f"not run: {self.steps} steps x ~{est:.0f} s (step time measured at {small.height}x"
+                return "timeout", (f"{INFERRED}{self.steps} steps x ~{est:.0f} s (step time measured at {small.height}x"
                                    f"{small.width}, scaled by analytic MACs) > limits.timeout_s={self.timeout_s:g}")
         return None
 
@@ -107,7 +112,7 @@ def worker_imports(cases: list[Case], metrics: list[str]) -> tuple[str, ...]:
 
     from . import metrics as metric_registry
 
-    mods = {mechanisms.get(c.mechanism).__module__ for c in cases}
+    mods = {mechanisms.get(name).__module__ for c in cases for name in mechanism_names(c)}
     mods |= {metric_registry.get(m).module for m in metrics if m not in metric_registry.BUILTIN}
     return tuple(sorted(m for m in mods if not m.startswith(("mechanisms.", "attnbench.")) and m != "__main__"))
 
@@ -116,17 +121,20 @@ def unsupported_reason(case: Case) -> str | None:
     """Why the case cannot run here: the device is absent, or the mechanism says its backend cannot."""
     import mechanisms
 
-    return devices.unavailable_reason(case.device) or mechanisms.get(case.mechanism).unavailable_reason(
-        case.backend, case.device, case.torch_dtype, case.mode)
+    reason = devices.unavailable_reason(case.device)
+    for name in mechanism_names(case):
+        reason = reason or mechanisms.get(name).unavailable_reason(case.backend, case.device, case.torch_dtype, case.mode)
+    return reason
 
 
-def plan(suite: Suite, cases: list[Case], peaks: dict[str, dict[str, float]]) -> Plan:
-    """Predict every case and decide which ones are skipped, and why."""
+def plan(suite: Suite, cases: list[Case], peaks: dict[str, dict[str, float]], check_devices: bool = True) -> Plan:
+    """Predict every case and decide which ones are skipped, and why (``check_devices=False``: whether
+    a case can run is decided where it runs, e.g. on a cluster node)."""
     p = Plan(cases=cases)
     limits = suite.model.limits
     for case in cases:
         key = case.key()
-        reason = unsupported_reason(case)
+        reason = unsupported_reason(case) if check_devices else None
         if reason:
             p.skips[key] = ("unsupported", reason)
             continue
@@ -163,7 +171,7 @@ class RunState:
     def add(self, case: Case, status: str, error: str | None, threads: int, wall_s: float | None,
             columns: dict[str, Any], samples: dict[str, list[float]] | None = None) -> dict[str, Any]:
         row = {"case_key": case.key(), **case.id_row(), "status": status, "error": error, "threads": threads,
-               "wall_s": wall_s, **columns}
+               "wall_s": wall_s, **columns, SAMPLE_SERIES: sorted(samples) if samples else None}
         self.rows[case.key()] = row
         if samples:
             store.append_samples(self.run_dir, case.key(), case.label, samples)
@@ -173,14 +181,6 @@ class RunState:
     def flush(self) -> None:
         keys = [k for k in self.order if k in self.rows] + [k for k in self.rows if k not in set(self.order)]
         store.write_results(self.run_dir, [self.rows[k] for k in keys])
-
-
-def _existing_rows(run_dir: Path) -> dict[str, dict[str, Any]]:
-    frame = store.read_results(run_dir)
-    if frame.empty:
-        return {}
-    frame = frame.astype(object).where(frame.notna(), None)
-    return {str(r["case_key"]): dict(r) for r in frame.to_dict("records")}
 
 
 def prepare_run_dir(suite: Suite, out: Path, device: str, resume: Path | None) -> Path:
@@ -199,9 +199,20 @@ def prepare_run_dir(suite: Suite, out: Path, device: str, resume: Path | None) -
 
 def run_suite(suite: Suite, out: Path | str = "results", device: str | None = None, resume: Path | str | None = None,
               console: Console | None = None, executor: Any = None) -> Path:
-    """Run every case of ``suite``; returns the run directory. Ctrl-C keeps what has finished."""
+    """Run every case of ``suite``; returns the run directory. Ctrl-C keeps what has finished; a
+    write fault (full disk...) ends the run with one line and the resume command (``runguard``)."""
+    with guarded_run(suite.path, resume):
+        return _run_suite(suite, out, device, resume, console, executor)
+
+
+def _run_suite(suite: Suite, out: Path | str = "results", device: str | None = None, resume: Path | str | None = None,
+               console: Console | None = None, executor: Any = None) -> Path:
     console = console or make_console(stderr=True)
-    devs = devices.resolve_devices(suite.model.device, device)
+    remote = bool(getattr(executor, "checks_devices_remotely", False))  # Slurm: the devices are on the nodes
+    if remote:
+        devs = executor.resolve_devices(suite.model.device, device)
+    else:
+        devs = devices.resolve_devices(suite.model.device, device)
     cases = suite.expand(devs)
     threads = suite.threads
     dtypes = sorted({c.dtype for c in cases} | {"float32"})
@@ -223,10 +234,12 @@ def run_suite(suite: Suite, out: Path | str = "results", device: str | None = No
     store.write_env(run_dir, env)
     store.write_suite(run_dir, suite.as_dict())
 
-    existing = _existing_rows(run_dir) if resume else {}
+    say = lambda msg: console.print(msg, style="yellow", markup=False, soft_wrap=True)  # noqa: E731
+    existing = resumable_rows(run_dir, say) if resume else {}
     state = RunState(run_dir, cases, existing)
+    existing = {k: r for k, r in existing.items() if not lost_row(r)}  # cases a dead job never ran: again
     todo = [c for c in cases if c.key() not in existing]
-    the_plan = plan(suite, todo, peaks)
+    the_plan = plan(suite, todo, peaks, check_devices=not remote)
     for case in todo:
         if case.key() in the_plan.skips:
             status, reason = the_plan.skips[case.key()]
@@ -236,11 +249,13 @@ def run_suite(suite: Suite, out: Path | str = "results", device: str | None = No
     to_run = [c for c in todo if c.key() not in the_plan.skips]
 
     limits = suite.model.limits
-    runner = executor or LocalExecutor(
-        WorkerInit(threads=threads, max_memory_gb=limits.max_memory_gb, imports=worker_imports(to_run, suite.metrics),
-                   log_path=str(run_dir / "worker.log")),
-        workers=suite.model.workers, timeout_s=limits.timeout_s, jobs_per_worker=suite.model.cases_per_worker,
-    )
+    init = WorkerInit(threads=threads, max_memory_gb=limits.max_memory_gb, imports=worker_imports(to_run, suite.metrics),
+                      log_path=str(run_dir / "worker.log"))
+    if hasattr(executor, "bind"):  # an executor that needs the run (the submitit job array)
+        runner = executor.bind(init=init, run_dir=run_dir, suite=suite, console=console)
+    else:
+        runner = executor or LocalExecutor(init, workers=suite.model.workers, timeout_s=limits.timeout_s,
+                                           jobs_per_worker=suite.model.cases_per_worker)
     rounds = int(getattr(suite.metric_options.get("time"), "rounds", 1))
     collector = RoundCollector()
 
@@ -252,6 +267,7 @@ def run_suite(suite: Suite, out: Path | str = "results", device: str | None = No
         return opts
 
     calib = Calibration(steps_needed(suite.metric_options), limits.timeout_s)
+    seed_calibration(calib, cases, existing)  # a resumed run infers skips from the rows it kept
 
     def jobs():
         """Yield the cases still worth running; write a row for those the measured cost rules out."""

@@ -4,7 +4,7 @@ Why validate up front: a sweep can run for an hour; a typo found at case 57 wast
 type, range, mechanism, option and metric option is checked here, and the first problem becomes a
 one-line ``UserError`` naming the file, the key and the reason (with a close match when there is one).
 
-Grid: every list-valued key among ``device, dtype, mode, batch_size, dim, num_heads, resolutions,
+Grid: every list-valued key among ``device, dtype, mode, form, batch_size, dim, num_heads, resolutions,
 tasks`` is swept (cartesian product) for every entry of ``mechanisms``. Mechanism options are not
 swept (a list there is a value, e.g. ``pale_size: [7, 5]``); write one entry per configuration.
 
@@ -15,6 +15,9 @@ with a larger backbone and its own same-cost mechanism options) while every row 
 results table and one report. A block may set the grid keys, ``mechanisms`` and per-case metric
 option blocks (merged key by key over the top level's); run-level settings (metrics, limits,
 workers, timing, memory) stay at the top, so one run measures everything the same way.
+
+``models:`` names whole backbones (``mechanisms.backbones``) as ``mechanisms:`` names layers; their
+resolutions are in pixels and ``dim``, ``num_heads`` and ``tasks`` do not apply (``suite_models``).
 """
 from __future__ import annotations
 
@@ -22,9 +25,10 @@ import difflib
 import importlib
 import itertools
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
@@ -32,12 +36,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from . import UserError
 from . import metrics as metric_registry
 from .case import Case, freeze_options
+from .suite_models import ModelEntry, ModelSpec, model_cases, validate_models
 
 DEFAULT_METRICS = ["flops", "params", "memory", "time"]
+# Seeds are offset (seed * 1000 + i, seed + 1) before torch.manual_seed, which takes < 2**64.
+MAX_SEED = 2**32 - 1
 
 DtypeName = Literal["float64", "float32", "bfloat16", "float16"]
 DeviceName = Literal["auto", "cpu", "cuda", "mps"]
 ModeName = Literal["forward", "train"]
+FormName = Literal["auto", "deploy", "train"]
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -48,8 +56,23 @@ class Limits(BaseModel):
     """Per-case limits: predicted or real excess becomes an ``oom``/``timeout`` row, never a crash."""
 
     model_config = ConfigDict(extra="forbid")
-    max_memory_gb: float = Field(16.0, gt=0, description="skip (oom) cases predicted above this; on CPU also a hard cap")
-    timeout_s: float = Field(600.0, gt=0, description="kill a case's worker after this many seconds (timeout)")
+    max_memory_gb: float = Field(16.0, gt=0, allow_inf_nan=False,
+                                 description="skip (oom) cases predicted above this; on CPU also a hard cap")
+    timeout_s: float = Field(600.0, gt=0, allow_inf_nan=False,
+                             description="kill a case's worker after this many seconds (timeout)")
+
+
+class ExecutorBlock(BaseModel):
+    """``executor:``: where the cases run (``attnbench/cluster``); the same keys on the command line win."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["local", "submitit"] = Field("local", description="local worker processes, or submitit jobs")
+    cluster: Literal["slurm", "local", "debug"] = Field("slurm", description="submitit cluster")
+    shards: int = Field(1, ge=1, description="jobs of the job array")
+    partition: Optional[str] = Field(None, description="Slurm partition")
+    gpus_per_job: Optional[int] = Field(None, ge=0, description="GPUs per job; default 1 for cuda cases, else 0")
+    max_parallel: Optional[int] = Field(None, ge=1, description="jobs of the array running at once")
+    job_timeout_min: float = Field(120.0, gt=0, description="wall-clock limit of one job, minutes")
 
 
 class MechanismSpec(BaseModel):
@@ -71,12 +94,15 @@ class GridKeys(BaseModel):
     device: Union[DeviceName, list[DeviceName]] = "auto"
     dtype: Union[DtypeName, list[DtypeName]] = "float32"
     mode: Union[ModeName, list[ModeName]] = "forward"
+    # auto: the deploy form in forward mode, the training form in train mode (attnbench.results_schema.default_form)
+    form: Union[FormName, list[FormName]] = "auto"
     batch_size: Union[int, list[int]] = 1
     dim: Union[int, list[int]] = 64
     num_heads: Union[int, list[int]] = 2
     resolutions: Union[int, list[Union[int, list[int]]]] = Field(default_factory=lambda: [56])
     tasks: Union[str, None, list[Union[str, None]]] = Field(default_factory=lambda: [None])
     mechanisms: list[Union[str, MechanismSpec]] = Field(default_factory=list)
+    models: list[Union[str, ModelSpec]] = Field(default_factory=list)
 
     @field_validator("batch_size", "dim", "num_heads")
     @classmethod
@@ -88,11 +114,27 @@ class GridKeys(BaseModel):
             raise ValueError("must not be an empty list")
         return v
 
-    @field_validator("device", "dtype", "mode", "tasks")
+    @field_validator("device", "dtype", "mode", "form", "tasks")
     @classmethod
     def _non_empty(cls, v: Any) -> Any:
         if isinstance(v, list) and not v:
             raise ValueError("must not be an empty list")
+        return v
+
+    @field_validator("tasks")
+    @classmethod
+    def _tasks(cls, v: Any) -> Any:
+        """Task names must exist here and now, not when the first accuracy case starts training."""
+        names = [t for t in _as_list(v) if t is not None]
+        if names:
+            from .accuracy import tasks as task_registry
+
+            known = task_registry.available()
+            for t in names:
+                if t not in known:
+                    close = difflib.get_close_matches(t, known, n=1)
+                    hint = f"; did you mean {close[0]!r}?" if close else ""
+                    raise ValueError(f"unknown task {t!r}{hint} (choose from {sorted(known)}; see `attnbench tasks list`)")
         return v
 
     @field_validator("resolutions")
@@ -141,9 +183,10 @@ class SuiteModel(GridKeys):
     limits: Limits = Field(default_factory=Limits)
     workers: int = 1
     cases_per_worker: int = 1
-    seed: int = 0
-    mechanisms: list[Union[str, MechanismSpec]]
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="seeds torch and the task generators (0 <= seed < 2**32)")
+    mechanisms: list[Union[str, MechanismSpec]] = Field(default_factory=list)
     include: list[Any] = Field(default_factory=list)
+    executor: Optional[ExecutorBlock] = None
 
     @field_validator("workers", "cases_per_worker")
     @classmethod
@@ -204,21 +247,22 @@ class Grid:
     metric_options: dict[str, Any]  # metric name -> validated Options instance (None without options)
     where: str = "the top level"
     block: IncludeBlock | None = None  # the include block as written (None for the top level)
+    models: tuple[ModelEntry, ...] = ()
 
     def cases(self, devices: list[str] | None, seed: int) -> list[Case]:
         m = self.keys
         devs = devices if devices is not None else _dedupe(_as_list(m.device))
         sizes = [tuple(r) if isinstance(r, list) else (r, r) for r in _as_list(m.resolutions)]
         grid = itertools.product(
-            devs, _as_list(m.dtype), _as_list(m.mode), _as_list(m.batch_size), _as_list(m.dim),
+            devs, _as_list(m.dtype), _as_list(m.mode), _as_list(m.form), _as_list(m.batch_size), _as_list(m.dim),
             _as_list(m.num_heads), _as_list(m.tasks), sizes,
         )
         return _dedupe([
             Case(mechanism=e.name, label=e.label, options=e.options, height=h, width=w, batch_size=batch, dim=dim,
                  num_heads=heads, dtype=dtype, device=device, mode=mode, task=task, seed=seed,
-                 metric_options=self.metric_options)
-            for device, dtype, mode, batch, dim, heads, task, (h, w) in grid for e in self.entries
-        ])
+                 form=None if form == "auto" else form, metric_options=self.metric_options)
+            for device, dtype, mode, form, batch, dim, heads, task, (h, w) in grid for e in self.entries
+        ] + model_cases(self.models, m, devs, seed, self.metric_options))
 
 
 @dataclass
@@ -270,6 +314,8 @@ class Suite:
             key = metric_registry.get(metric).options_key
             if key and opts is not None:
                 d[key] = opts.model_dump(mode="json")
+        if d.get("executor") is None:  # runs without an executor block keep their suite.yaml unchanged
+            d.pop("executor", None)
         d["include"] = [g.block.model_dump(mode="json", exclude_unset=True) for g in self.grids[1:] if g.block is not None]
         return d
 
@@ -332,9 +378,37 @@ def _first_error(exc: ValidationError, fields: dict[str, Any] | None = None) -> 
         msg = "unknown key" + (f"; did you mean '{close[0]}'?" if close else (f"; valid keys: {', '.join(names)}" if names else ""))
     elif best["type"] == "greater_than":
         msg = f"must be > {best['ctx']['gt']}, got {best['input']!r}"
+    elif best["type"] in ("less_than_equal", "greater_than_equal"):
+        bound = best["ctx"].get("le", best["ctx"].get("ge"))
+        msg = f"must be {'<=' if best['type'] == 'less_than_equal' else '>='} {bound}, got {best['input']!r}"
+    elif best["type"] == "finite_number":
+        msg = f"must be a finite number, got {best['input']!r}"
     elif best["type"] == "missing":
         msg = "missing"
     return key, msg
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that rejects a key set twice in one mapping (PyYAML silently keeps the last one,
+    so ``dim: 64`` ... ``dim: 128`` would run 128 without a word). Merge keys (``<<``) still work."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, Any] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: SafeLoader reports it itself
+                    continue
+                if first is not None:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first set at line {first.line + 1}); keep one",
+                        key_node.start_mark)
+                seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
 
 
 def read_suite_file(path: Path | str) -> dict[str, Any]:
@@ -347,7 +421,7 @@ def read_suite_file(path: Path | str) -> dict[str, Any]:
     if path.suffix.lower() not in (".yaml", ".yml"):
         raise UserError(f"{path}: not a YAML suite (expected a .yaml or .yml file)")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except UnicodeDecodeError:
         raise UserError(f"{path}: not a YAML suite (not UTF-8 text)") from None
     except yaml.YAMLError as exc:
@@ -375,16 +449,19 @@ def validate_suite(data: dict[str, Any], source: str = "<suite>", path: Path | N
 
     model_cls, block_cls = _models()
     for required in ("name", "mechanisms"):
-        if required not in data:
-            raise fail(required, "missing (every suite needs 'name' and 'mechanisms')")
+        if required not in data and not (required == "mechanisms" and "models" in data):
+            raise fail(required, "missing (every suite needs 'name' and 'mechanisms' or 'models')")
     try:
         model = model_cls.model_validate(data)
     except ValidationError as exc:
         key, reason = _first_error(exc, {"limits": list(Limits.model_fields), "": list(model_cls.model_fields)})
         raise fail(key, reason) from None
+    _check_form(model, fail)
     raw_blocks = {m.options_key: getattr(model, m.options_key) for m in metric_registry.all_metrics() if m.options_key}
-    top = Grid(keys=model, entries=_validate_mechanisms(model, fail),
-               metric_options=_validate_metric_options(model.metrics, raw_blocks, fail))
+    entries = _validate_mechanisms(model, fail)
+    top = Grid(keys=model, entries=entries,
+               metric_options=_validate_metric_options(model.metrics, raw_blocks, fail),
+               models=validate_models(model, model.metrics, {e.label for e in entries}, fail))
     _validate_exclusive(model, fail)
     grids = [top]
     seen = {c.key(): top.where for c in top.cases(None, model.seed)}
@@ -422,12 +499,21 @@ def _validate_include(i: int, raw: Any, top: Grid, raw_blocks: dict[str, Any], b
         raise fail("" if key == "<top>" else key, reason) from None
     grid_keys = {k: getattr(block, k) for k in block.model_fields_set if k in GridKeys.model_fields}
     keys = top.keys.model_copy(update=grid_keys)
+    _check_form(keys, fail)
     blocks = dict(raw_blocks)
     for key in block.model_fields_set - set(GridKeys.model_fields):
         blocks[key] = {**(raw_blocks.get(key) or {}), **(getattr(block, key) or {})}
     metric_options = _validate_metric_options(top.keys.metrics, blocks, fail)
     entries = _validate_mechanisms(keys, fail)  # inherited entries too: they must build at this grid's sizes
-    return Grid(keys=keys, entries=entries, metric_options=metric_options, where=where, block=block)
+    models = validate_models(keys, top.keys.metrics, {e.label for e in entries}, fail)
+    return Grid(keys=keys, entries=entries, metric_options=metric_options, where=where, block=block, models=models)
+
+
+def _check_form(keys: GridKeys, fail) -> None:
+    """The deploy form is what inference serves; a training step always runs the training form."""
+    if "deploy" in _as_list(keys.form) and "train" in _as_list(keys.mode):
+        raise fail("form", "'deploy' is the inference form and mode 'train' measures the training form; "
+                           "use form: auto (deploy for forward, train for train) or a separate include block")
 
 
 def _validate_metric_options(metrics: list[str], blocks: dict[str, Any], fail) -> dict[str, Any]:
@@ -447,6 +533,9 @@ def _validate_metric_options(metrics: list[str], blocks: dict[str, Any], fail) -
         except ValidationError as exc:
             sub, reason = _first_error(exc, {"": list(metric.options.model_fields)})
             raise fail(f"{metric.options_key}.{sub}", reason) from None
+        for field_name, value in (opts.model_dump() if opts is not None else {}).items():
+            if isinstance(value, float) and not math.isfinite(value):  # .inf passes gt=0 and then never ends
+                raise fail(f"{metric.options_key}.{field_name}", f"must be a finite number, got {value!r}")
         if metric.name in metrics:
             out[metric.name] = opts
     for name in metrics:  # metrics without an options block

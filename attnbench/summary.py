@@ -69,7 +69,8 @@ def print_plan(suite: Any, plan: Any, peaks: dict[str, dict[str, float]], startu
 
 
 BASE_COLUMNS = (SummaryColumn("label", "label"), SummaryColumn("size", "height", render=lambda r: f"{int(r['height'])}x{int(r['width'])}"),
-                SummaryColumn("dtype", "dtype"), SummaryColumn("mode", "mode"), SummaryColumn("status", "status",
+                SummaryColumn("dtype", "dtype"), SummaryColumn("mode", "mode"), SummaryColumn("form", "form"),
+                SummaryColumn("status", "status",
                 render=lambda r: f"[{STATUS_STYLE.get(r['status'], 'white')}]{r['status']}[/]"),
                 SummaryColumn("task", "task"))
 

@@ -148,10 +148,10 @@ def run_job(job: Job, threads: int) -> dict[str, Any]:
     import torch
 
     from . import metrics as metric_registry
-    from .case import Case
     from .metrics import MetricContext
+    from .model_case import case_from_dict
 
-    case = Case.from_dict(job.case)
+    case = case_from_dict(job.case)
     columns: dict[str, Any] = {}
     samples: dict[str, list[float]] = {}
     status, error = "ok", None
@@ -178,6 +178,9 @@ def run_job(job: Job, threads: int) -> dict[str, Any]:
 
 def worker_main(conn: Any, init: WorkerInit, max_jobs: int) -> None:
     """Process entry point: set up, then answer jobs until told to stop or ``max_jobs`` are done."""
+    from .lifeline import tie_to_parent
+
+    tie_to_parent()  # first: a worker whose parent is gone must not go on computing
     setup_process(init)
     conn.send("ready")  # the parent starts a job's clock from here: imports are not the case's time
     done = 0

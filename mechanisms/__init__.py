@@ -6,6 +6,7 @@
     y = attn(x)                                  # x, y: (B, H, W, C)
     attn.pattern(H, W).dense()                   # (heads, N, N) bool: who may attend whom
     attn.flops(H, W)                             # analytic MACs of one forward, batch 1
+    mechanisms.backbones.build("pale-t")         # whole backbones from these mechanisms (Swin-T, Pale-T, ...)
 """
 from .base import AttentionBase, AttentionPattern, attend
 from .registry import available, build, describe, get, options, register, unregister
@@ -14,6 +15,7 @@ from .registry import available, build, describe, get, options, register, unregi
 from . import global_attention  # noqa: E402,F401
 from . import axial, cswin, swin  # noqa: E402,F401
 from . import pale, slide  # noqa: E402,F401
+from . import backbones  # noqa: E402,F401  (after the mechanisms it builds from)
 
 __all__ = [
     "AttentionBase",

@@ -222,6 +222,12 @@ class AttentionBase(nn.Module):
             raise ValueError(
                 f"{self.mechanism_name}: expected input (B, H, W, C={self.dim}) channels-last, got {tuple(x.shape)}"
             )
+        if x.shape[0] < 1 or x.shape[1] < 1 or x.shape[2] < 1:
+            raise ValueError(f"{self.mechanism_name}: input (B, H, W, C) needs B, H and W >= 1, got {tuple(x.shape)}")
+        weight = self.qkv.weight
+        if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
+            raise ValueError(f"{self.mechanism_name}: input dtype {x.dtype} does not match the module's {weight.dtype}; "
+                             f"convert one of them, e.g. x.to({weight.dtype}) or module.to({x.dtype})")
         out = getattr(self, f"_forward_{self.backend}")(x)
         return self.proj_drop(self.proj(out))
 

@@ -14,6 +14,7 @@ attends "virtual" keys whose value is just the conv bias.
 """
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -24,6 +25,7 @@ from torch import Tensor
 from .base import AttentionBase, AttentionPattern, attend, is_int, total, trunc_normal_
 from .reference import DenseForm
 from .registry import register
+from .slide_kernel import ROW_BLOCK_ELEMENTS, ROW_BLOCK_ELEMENTS_TRAIN, Geometry, slide_attention
 
 
 def window_rule(radius: int):
@@ -72,7 +74,7 @@ class SlideAttention(AttentionBase):
     Args:
         kernel_size: odd neighbourhood size k (the released Slide-Swin uses 3).
         deformable: add the learnable ("deformed") shift branch; False keeps only the fixed one-hot shifts.
-        backend: 'native' (depthwise shift convs), 'im2col' (F.unfold neighbourhoods; the learnable branch, if any, is applied as a k²×k² per-channel mix of the unfolded neighbours) or 'masked' (dense SDPA; exact, see README).
+        backend: 'native' (the shift conv as GEMMs by row blocks, never holding the k² shifted copies; see mechanisms/slide_kernel.py), 'im2col' (F.unfold neighbourhoods; the learnable branch, if any, is applied as a k²×k² per-channel mix of the unfolded neighbours) or 'masked' (dense SDPA; exact, see README).
     """
 
     backends = ("native", "im2col", "masked")
@@ -132,6 +134,12 @@ class SlideAttention(AttentionBase):
         self.reparameterized = True
         return self
 
+    def deploy(self) -> "SlideAttention":
+        """The served form: a copy with the two shift convs merged into one (this module is unchanged)."""
+        if self.reparameterized:
+            return self
+        return copy.deepcopy(self).reparameterize()
+
     def shift_weight_bias(self) -> tuple[Tensor, Tensor]:
         """Effective shift as (d, k², k²) mixing weights [channel, output offset, input offset] and (d, k²) bias."""
         d, k2 = self.head_dim, self.kernel_size**2
@@ -168,14 +176,53 @@ class SlideAttention(AttentionBase):
             attn = F.dropout(attn, p=self._dropout_p())
         return (attn @ values.transpose(-2, -1)).squeeze(-2)  # B, h, N, d
 
+    def shift_matrices_by_branch(self) -> list[Tensor]:
+        """The shift convs as (k², d·k²) matrices, one per branch that runs: ``[i, c·k² + j] = W[c, i, j]``.
+
+        Row i is output offset i of the depthwise conv; column c·k² + j is input channel c at kernel tap
+        j, which is the channel order of ``F.unfold``. Training form: [fixed one-hot, learnable];
+        deploy form (or ``deformable=False``): the one conv that runs.
+        """
+        d, k2 = self.head_dim, self.kernel_size**2
+        convs = [self.shift] if self.shift is not None else [c for c in (self.shift_fixed, self.shift_learned) if c is not None]
+        return [c.weight.view(d, k2, k2).transpose(0, 1).reshape(k2, d * k2) for c in convs]
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The native backend runs channels-first from the qkv projection to the output projection (see
+        ``_forward_native``); the other backends, and bad input, take the common path."""
+        if self.backend != "native" or x.dim() != 4 or x.shape[-1] != self.dim:
+            return super().forward(x)
+        return self.proj_drop(self._forward_native(x))
+
     def _forward_native(self, x: Tensor) -> Tensor:
+        """Slide without materialising the k² shifted copies of K and V, projections included.
+
+        Channels first from the qkv projection on (as the released code), reached by GEMMs on the
+        transposed operand (``bmm`` of the weight with xᵀ, and of the output with Wᵀ) instead of a
+        transposing copy, which on CPUs cost more than the projection itself. The kernel itself is
+        ``mechanisms.slide_kernel`` (row blocks, shifts as slices, the shift conv as GEMMs). Returns
+        (B, H, W, C) after ``proj``.
+        """
         B, H, W, C = x.shape
-        h, d, k2 = self.num_heads, self.head_dim, self.kernel_size**2
-        q, k, v = self.token_qkv(x)  # B, h, N, d
-        maps = torch.cat([self._heads_as_maps(k, H, W), self._heads_as_maps(v, H, W)])  # 2·B·h, d, H, W
-        shifted = self._shifted(maps).view(2, B, h, d, k2, H * W).permute(0, 1, 2, 5, 3, 4)  # 2, B, h, N, d, k²
-        out = self._attend_offsets(q, shifted[0], shifted[1])
-        return self.merge_heads(out, H, W)
+        h, d, ks = self.num_heads, self.head_dim, self.kernel_size
+        N = H * W
+        mats = self.shift_matrices_by_branch()
+        g = Geometry(B=B, heads=h, d=d, H=H, W=W, ks=ks, branches=len(mats), scale=self.scale)
+        qkv = torch.bmm(self.qkv.weight.expand(B, -1, -1), x.reshape(B, N, C).transpose(1, 2))  # B, 3C, N
+        bias_in_place = self.qkv.bias is not None and not torch.is_grad_enabled()
+        if self.qkv.bias is not None and not bias_in_place:  # autograd: an in-place add on a slice would
+            qkv = qkv + self.qkv.bias[:, None]  # cost a full-size gradient copy in backward
+        maps = F.pad(qkv, (g.pad, g.pad))
+        del qkv  # the padded copy replaces it (one 3C map alive, not two)
+        if bias_in_place:  # on the real positions only: the padding stays zero
+            maps[..., g.pad : g.pad + N] += self.qkv.bias[:, None]
+        maps = maps.view(B, 3, h, d, N + 2 * g.pad)
+        _, bias = self.shift_weight_bias()  # (d, k²): the branches' biases summed
+        key_bias = (bias.t()[None] + self.relative_position_bias[:, :, None]) * self.scale  # h, k², d
+        out = slide_attention(maps, torch.cat(mats), torch.cat([m.t() for m in mats], 1), key_bias, bias, g,
+                              self._dropout_p())  # B, h, d, N = B, C, N
+        y = torch.bmm(out.reshape(B, C, N).transpose(1, 2), self.proj.weight.t().expand(B, -1, -1))  # B, N, C
+        return (y + self.proj.bias).view(B, H, W, C)
 
     def _forward_im2col(self, x: Tensor) -> Tensor:
         """The paper's baseline: gather each k×k neighbourhood with F.unfold (zero padding), then attend.
@@ -301,15 +348,24 @@ class SlideAttention(AttentionBase):
                                device: str = "cpu") -> int:
         """What each backend materialises beyond the token activations (see ``flops`` for the shapes).
 
-        native and im2col: the k² shifted (or unfolded) copies of K and V, (2, B, h, N, d, k²), plus
-        the copy their permute makes. masked with the learnable branch: the same slot keys and values
-        and (B, h, N, N·k²) logits, with an (N, N·k²) bool mask; without it: (B, h, N, M) logits over
-        the M zero-padded map positions, their additive bias, and int64 coordinate broadcasts.
+        native (``mechanisms.slide_kernel``): the zero-padded q/k/v maps, the attention weights (k² per
+        query and head, kept for backward), and one row block's temporaries (about 3 block-sized
+        tensors in inference, 6 in the backward), plus the maps' gradient in training.
+        im2col: the k² unfolded copies of K and V, (2, B, h, N, d, k²), plus the copy their permute
+        makes. masked with the learnable branch: the same slot keys and values and (B, h, N, N·k²)
+        logits, with an (N, N·k²) bool mask; without it: (B, h, N, M) logits over the M zero-padded
+        map positions, their additive bias, and int64 coordinate broadcasts.
         """
         N, C, h, k2 = H * W, self.dim, self.num_heads, self.kernel_size**2
         keep = 4 if train else 2
         slots = 2 * batch * N * C * k2 * element_size
-        if self.backend in ("native", "im2col"):
+        if self.backend == "native":
+            r = self.kernel_size // 2
+            maps = 3 * batch * C * (N + 2 * (r * W + r)) * element_size
+            attn = k2 * batch * h * N * element_size
+            block = min(ROW_BLOCK_ELEMENTS_TRAIN if train else ROW_BLOCK_ELEMENTS, k2 * batch * C * N) * element_size
+            return maps * (2 if train else 1) + attn * (2 if train else 1) + block * (6 if train else 3)
+        if self.backend == "im2col":
             return slots * keep
         if self.deformable:
             return slots + batch * h * N * N * k2 * element_size * keep + N * N * k2

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch import Tensor
 
 from .base import (
@@ -30,6 +31,19 @@ from .base import (
     window_reverse,
 )
 from .registry import register
+
+# The attention path per (device type, dtype): True = explicit q·kᵀ + bias + mask, softmax, ·v (the
+# released code's form); False = SDPA with the bias and mask as one additive float mask. Measured with
+# benchmarks/swin_paths.py (table: results/kernels/swin_paths.md): on CPU, 1 thread, explicit takes
+# 0.71-1.00x SDPA's time in float32 and 0.40-0.83x in bfloat16 (medians over the issue's configurations
+# and 112², forward and train, plain and shifted). float64 is the tests' dtype and takes the CPU path.
+# Not measured here (no GPU in that session): CUDA and MPS keep SDPA, whose fused kernels take a mask.
+EXPLICIT: dict[tuple[str, torch.dtype], bool] = {
+    ("cpu", torch.float32): True,
+    ("cpu", torch.bfloat16): True,
+    ("cpu", torch.float64): True,
+}
+EXPLICIT_DEFAULT = False
 
 
 def _group(index: Tensor, window_size: int, shift: int) -> Tensor:
@@ -105,6 +119,7 @@ class SwinAttention(AttentionBase):
         table = torch.empty((2 * window_size - 1) ** 2, num_heads, device=device, dtype=dtype)
         self.relative_position_bias_table = nn.Parameter(trunc_normal_(table, std=0.02))
         self.register_buffer("relative_position_index", relative_position_index(window_size, device), persistent=False)
+        self._mask_cache: dict[tuple, Tensor] = {}
 
     @classmethod
     def layer_options(cls, options: dict[str, Any], index: int) -> dict[str, Any]:
@@ -122,7 +137,7 @@ class SwinAttention(AttentionBase):
     def window_bias(self) -> Tensor:
         """(heads, M², M²) relative position bias of one window."""
         M2 = self.window_size**2
-        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]  # a gather: gradients reach the table
         return bias.view(M2, M2, self.num_heads).permute(2, 0, 1)
 
     def window_mask(self, H: int, W: int, shift: int, device: Any = None) -> Tensor:
@@ -139,28 +154,73 @@ class SwinAttention(AttentionBase):
         g, real = tiles[..., 0], tiles[..., 1].bool()
         return (g[:, :, None] == g[:, None, :]) & (real[:, None, :] | ~real[:, :, None])
 
+    def additive_mask(self, H: int, W: int, shift: int, device: Any, dtype: torch.dtype) -> Tensor | None:
+        """(nW, 1, M², M²) additive mask (0 or -inf) for the padded, rolled windows, or None when every
+        pair in every window is allowed. Cached per (H, W, shift, device, dtype): it depends on nothing
+        else, and rebuilding it every call cost swin-shifted 1.7x swin's latency (issue 11). The cache
+        is a plain dict, not a buffer: never saved, and keyed by size so no mask outlives its (H, W)."""
+        M = self.window_size
+        if not (shift or H % M or W % M):
+            return None
+        key = (H, W, shift, torch.device(device) if device is not None else None, dtype)
+        mask = self._mask_cache.get(key)
+        if mask is None:
+            allowed = self.window_mask(H, W, shift, device)
+            mask = torch.zeros(allowed.shape, device=device, dtype=dtype).masked_fill_(~allowed, float("-inf"))[:, None]
+            if len(self._mask_cache) >= 8:  # a few sizes at a time (train + eval, shifted or not)
+                self._mask_cache.pop(next(iter(self._mask_cache)))
+            self._mask_cache[key] = mask
+        return mask
+
     def _forward_native(self, x: Tensor) -> Tensor:
         B, H, W, C = x.shape
         M, s, heads, d = self.window_size, self.effective_shift(H, W), self.num_heads, self.head_dim
-        qkv, pad_h, pad_w = pad_to_multiple(self.qkv(x), M, M)  # B, Hp, Wp, 3C (zeros on the padding)
+        if H % M or W % M:
+            qkv, pad_h, pad_w = pad_to_multiple(self.qkv(x), M, M)  # B, Hp, Wp, 3C (zeros on the padding)
+            if s:
+                qkv = torch.roll(qkv, shifts=(-s, -s), dims=(1, 2))  # content moves up/left by s
+            win = window_partition(qkv, M, M)  # B*nW, M², 3C
+        else:  # no padding: roll and cut the C-channel input, not the 3C-channel projection (a third of the copy)
+            pad_h = pad_w = 0
+            win = self.qkv(window_partition(torch.roll(x, shifts=(-s, -s), dims=(1, 2)) if s else x, M, M))
         Hp, Wp = H + pad_h, W + pad_w
         nW = (Hp // M) * (Wp // M)
-        if s:
-            qkv = torch.roll(qkv, shifts=(-s, -s), dims=(1, 2))  # content moves up/left by s
-        win = window_partition(qkv, M, M)  # B*nW, M², 3C
-        # Windows go next to heads so one (nW*heads, M², M²) mask broadcasts over the batch.
-        q, k, v = win.view(B, nW, M * M, 3, heads, d).permute(3, 0, 1, 4, 2, 5).reshape(3, B, nW * heads, M * M, d)
-        mask = self.window_bias().expand(nW, heads, M * M, M * M)
-        if s or pad_h or pad_w:
-            allowed = self.window_mask(H, W, s, x.device)  # nW, M², M²
-            mask = mask.masked_fill(~allowed[:, None], float("-inf"))
-        mask = mask.reshape(nW * heads, M * M, M * M)
-        out = attend(q, k, v, mask, scale=self.scale, dropout_p=self._dropout_p())  # B, nW*heads, M², d
-        out = out.view(B * nW, heads, M * M, d).transpose(1, 2).reshape(B * nW, M * M, C)
+        q, k, v = win.view(B, nW, M * M, 3, heads, d).permute(3, 0, 1, 4, 2, 5).unbind(0)  # B, nW, heads, M², d
+        mask = self.additive_mask(H, W, s, x.device, x.dtype)  # nW, 1, M², M² or None
+        if self._explicit(x):
+            out = self._attend_explicit(q, k, v, mask)
+        else:
+            bias = self.window_bias()  # heads, M², M²
+            bias = bias if mask is None else bias + mask  # nW, heads, M², M²: broadcast over the batch
+            out = attend(q, k, v, bias, scale=self.scale, dropout_p=self._dropout_p())
+        out = out.transpose(2, 3).reshape(B * nW, M * M, C)
         out = window_reverse(out, M, M, Hp, Wp)  # B, Hp, Wp, C
         if s:
             out = torch.roll(out, shifts=(s, s), dims=(1, 2))
         return out[:, :H, :W]
+
+    def _attend_explicit(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+        """softmax(q·kᵀ·scale + bias + mask)·v with the bias and mask broadcast, not expanded, as the
+        released code does: (B, nW, heads, M², d)."""
+        logits = (q * self.scale) @ k.transpose(-2, -1)  # B, nW, heads, M², M²
+        bias = self.window_bias()
+        if torch.is_grad_enabled():
+            logits = logits + bias
+            if mask is not None:
+                logits = logits + mask
+            attn = logits.softmax(dim=-1)
+        else:
+            logits += bias
+            if mask is not None:
+                logits += mask
+            attn = logits.softmax(dim=-1)
+        if self._dropout_p():
+            attn = F.dropout(attn, p=self._dropout_p())
+        return attn @ v
+
+    def _explicit(self, x: Tensor) -> bool:
+        """Which attention path runs on this device and dtype, chosen by measurement (``EXPLICIT``)."""
+        return EXPLICIT.get((x.device.type, x.dtype), EXPLICIT_DEFAULT)
 
     def logit_bias(self, H: int, W: int) -> Tensor:
         """(heads, N, N) relative bias from real-grid offsets (clamped where the pattern forbids the pair).

@@ -68,15 +68,18 @@ def test_markdown_format_for_ci(tmp_path, base, capsys):
 
 
 def test_environment_mismatch_refused_or_warned(tmp_path, base, capsys):
+    # torch and threads are part of the machine fingerprint: refused as different machines
     new = _run(tmp_path / "s" / "new", env={"torch": "9.9.9", "threads": 2}, seed=100)
-    with pytest.raises(UserError, match="torch.*threads.*--allow-env-mismatch"):
+    with pytest.raises(UserError, match="different machines.*torch.*threads.*--across-machines"):
         compare_runs(load_run(base), load_run(new))
-    assert main(["compare", str(base), str(new)]) == 2
+    # the device itself is an environment field outside the fingerprint
+    other = _run(tmp_path / "s" / "other", env={"device": "mps"}, seed=100)
+    assert main(["compare", str(base), str(other)]) == 2
     assert "environments differ" in capsys.readouterr().err
-    assert main(["compare", str(base), str(new), "--allow-env-mismatch"]) == 0
+    assert main(["compare", str(base), str(other), "--allow-env-mismatch"]) == 0
     captured = capsys.readouterr()
-    assert "WARNING: environments differ: torch" in captured.err
-    assert "WARNING: environment differs: threads = 1 (baseline) vs 2 (new)" in captured.out
+    assert "WARNING: environments differ: device" in captured.err
+    assert "WARNING: environment differs: device = 'cpu' (baseline) vs 'mps' (new)" in captured.out
 
 
 def test_deterministic_metrics_compared_exactly(tmp_path, base):

@@ -194,11 +194,14 @@ def test_results_round_trip_in_their_declared_types(tmp_path):
     """Written by the store and read back: text stays text, ints stay ints with an empty cell among
     them, booleans are booleans whether the column had empty cells or not."""
     from attnbench import store
+    from attnbench.case import Case
 
-    rows = [{"case_key": "a", "label": "7", "height": 14, "status": "ok", "macs": 10**12, "macs_mismatch": True,
-             "fid_pass": False, "latency_ms": 1.5},
-            {"case_key": "b", "label": "swin", "height": 14, "status": "oom", "macs": None, "macs_mismatch": None,
-             "fid_pass": True, "latency_ms": None}]
+    # Whole rows (identity columns and a matching case_key): read_results keeps only rows it can trust.
+    cases = [Case(mechanism="swin", label=label, options=(), height=14, width=14, batch_size=1, dim=32, num_heads=2,
+                  dtype="float32", device="cpu", mode="forward") for label in ("7", "swin")]
+    ident = [{"case_key": c.key(), **c.id_row()} for c in cases]
+    rows = [{**ident[0], "status": "ok", "macs": 10**12, "macs_mismatch": True, "fid_pass": False, "latency_ms": 1.5},
+            {**ident[1], "status": "oom", "macs": None, "macs_mismatch": None, "fid_pass": True, "latency_ms": None}]
     store.write_results(tmp_path, rows)
     out = store.read_results(tmp_path)
     assert list(out["label"]) == ["7", "swin"]
@@ -207,3 +210,29 @@ def test_results_round_trip_in_their_declared_types(tmp_path):
     assert out["macs_mismatch"].isna()[1]
     assert list(out["fid_pass"]) == [False, True]
     assert out["latency_ms"][0] == 1.5 and str(out["latency_ms"].dtype) == "float64"
+
+
+def test_plugin_metric_from_an_entry_point_is_listed_and_a_broken_one_is_named(monkeypatch, plugins):
+    """The `attnbench.metrics` entry-point group: a Metric object registers; a plugin that fails to import
+    is named in the unknown-metric error instead of crashing the registry."""
+    from importlib import metadata
+
+    class EP:
+        def __init__(self, name, obj=None, exc=None):
+            self.name, self._obj, self._exc = name, obj, exc
+
+        def load(self):
+            if self._exc:
+                raise self._exc
+            return self._obj
+
+    probe = metric_registry.get("probe")
+    metric_registry.unregister("probe")
+    eps = [EP("probe", probe), EP("broken_metric", exc=ImportError("no module named 'gone'"))]
+    monkeypatch.setattr(metadata, "entry_points", lambda group=None: eps if group == "attnbench.metrics" else [])
+    monkeypatch.setattr(metric_registry, "_entry_points_loaded", False)
+    monkeypatch.setattr(metric_registry, "_entry_point_errors", {})
+    assert "probe" in metric_registry.names()
+    with pytest.raises(ValueError, match=r"unknown metric 'broken_metric' \(its plugin failed to load: ImportError: "
+                                         r"no module named 'gone'\)"):
+        metric_registry.get("broken_metric")

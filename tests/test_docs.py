@@ -116,11 +116,12 @@ def test_readme_suite_is_the_shipped_highres_suite():
 
 @pytest.mark.parametrize("item", all_blocks("toml"), ids=block_id)
 def test_toml_examples_parse(item):
+    from attnbench.metrics import ENTRY_POINT_GROUP as METRICS_GROUP
     from mechanisms.registry import ENTRY_POINT_GROUP
 
     data = tomllib.loads(item[2])
     groups = data.get("project", {}).get("entry-points", {})
-    assert set(groups) <= {ENTRY_POINT_GROUP}, f"unknown entry-point group in {block_id(item)}: {sorted(groups)}"
+    assert set(groups) <= {ENTRY_POINT_GROUP, METRICS_GROUP}, f"unknown entry-point group in {block_id(item)}: {sorted(groups)}"
 
 
 # ------------------------------------------------------------------------------------------ bash
@@ -151,10 +152,11 @@ def check_attnbench(argv: list[str], where: str) -> None:
     paths = {"run": ["suite", "resume"], "report": ["run_dir"], "compare": ["baseline", "new"],
              "history": ["suite_dir"]}.get(args.command, [])
     for attr in paths:
-        value = getattr(args, attr)
-        if value is None or _placeholder(str(value)):
-            continue
-        assert (REPO / value).exists(), f"{where}: {value} does not exist"
+        values = getattr(args, attr)
+        for value in values if isinstance(values, list) else [values]:  # `report` takes several runs
+            if value is None or _placeholder(str(value)):
+                continue
+            assert (REPO / value).exists(), f"{where}: {value} does not exist"
     if args.command == "run":
         load_suite(REPO / args.suite)
 

@@ -35,7 +35,7 @@ def _case(name: str, h: int = 13, w: int = 17, mode: str = "forward", **opts) ->
 def test_analytic_macs_equal_counted_macs(name):
     """On an odd, non-square map with batch 2: fvcore and FlopCounterMode both agree exactly."""
     row = flops.measure(_ctx(_case(name), flops.Options()))
-    module = mechanisms.build(name, 32, 2)
+    module = mechanisms.build(name, 32, 2).deploy()  # a forward case measures the deploy form
     assert row["macs"] == 2 * module.flops(13, 17)["total"]
     assert row["macs_fvcore"] == row["macs"], row
     assert row["macs_flop_counter"] == row["macs"], row

@@ -10,6 +10,7 @@ the suite again, commit the new run, ``git rm`` the old one and regenerate the f
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import subprocess
 from pathlib import Path
@@ -44,10 +45,14 @@ def reference_rows(path: Path = REFERENCE) -> list[dict[str, str]]:
 
 
 def case_from_row(row: dict[str, str]) -> Case:
+    if row.get("model"):  # a whole backbone (models: in a suite)
+        from attnbench.model_case import model_case_from_row
+
+        return model_case_from_row(row)
     return Case(mechanism=row["mechanism"], label=row["label"], options=tuple(sorted(json.loads(row["options"] or "{}").items())),
                 height=int(row["height"]), width=int(row["width"]), batch_size=int(row["batch_size"]),
                 dim=int(row["dim"]), num_heads=int(row["num_heads"]), dtype=row["dtype"], device=row["device"],
-                mode=row["mode"], task=row["task"] or None)
+                mode=row["mode"], task=row["task"] or None, form=row.get("form") or None)
 
 
 def differences(rows: list[dict[str, str]]) -> list[str]:
@@ -58,6 +63,8 @@ def differences(rows: list[dict[str, str]]) -> list[str]:
         name = f"{row['run']} {row['case_key']} ({case.describe()})"
         if case.key() != row["case_key"]:
             lines.append(f"{name}: case_key stored {row['case_key']} now {case.key()}")
+        if not row.get("form"):  # a run from before the form column: every mode ran the training form
+            case = dataclasses.replace(case, form="train")
         try:
             cost = case_cost(case)
             now = {"macs": cost.macs, "params": cost.params, "params_trainable": cost.params_trainable}

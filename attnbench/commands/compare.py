@@ -32,18 +32,22 @@ def setup_arguments(subparsers: argparse._SubParsersAction) -> None:
                         help="text for terminals, md for a CI comment (default text)")
     parser.add_argument("--allow-env-mismatch", action="store_true",
                         help="compare even when device, device name, torch version or threads differ (warns)")
+    parser.add_argument("--across-machines", action="store_true",
+                        help="compare runs from different machines (fingerprint in env.json) anyway, with a "
+                        "warning naming what differs; without it such runs are refused")
     parser.add_argument("--only-changes", action="store_true", help="hide unchanged cases")
     parser.set_defaults(func=run_from_args)
 
 
 def run_from_args(args: argparse.Namespace) -> int:
     return compare(args.baseline, args.new, threshold=args.threshold, confidence=args.confidence,
-                   fmt=args.format, allow_env_mismatch=args.allow_env_mismatch, only_changes=args.only_changes)
+                   fmt=args.format, allow_env_mismatch=args.allow_env_mismatch, only_changes=args.only_changes,
+                   across_machines=args.across_machines)
 
 
 def compare(baseline: Path | str, new: Path | str, *, threshold: float = DEFAULT_THRESHOLD,
             confidence: float = DEFAULT_CONFIDENCE, fmt: str = "text", allow_env_mismatch: bool = False,
-            only_changes: bool = False) -> int:
+            only_changes: bool = False, across_machines: bool = False) -> int:
     """Print the comparison of two run directories; return the exit code (0 ok, 1 regression)."""
     if not threshold >= 0:
         raise UserError(f"--threshold {threshold}: give a non-negative fraction, e.g. 0.05 for 5 %")
@@ -52,7 +56,7 @@ def compare(baseline: Path | str, new: Path | str, *, threshold: float = DEFAULT
     from ..compare import compare_runs  # lazy: pandas loads only when comparing
 
     comp = compare_runs(load_run(baseline), load_run(new), threshold=threshold, confidence=confidence,
-                        allow_env_mismatch=allow_env_mismatch)
+                        allow_env_mismatch=allow_env_mismatch, across_machines=across_machines)
     if comp.env_differences:
         for k, (a, b) in comp.env_differences.items():
             print(f"attnbench: WARNING: environments differ: {k} = {a!r} vs {b!r}; timings are not comparable",

@@ -32,17 +32,40 @@ def setup_arguments(subparsers: argparse._SubParsersAction) -> None:
                         help="print the cases, their predicted MACs and memory, which would be skipped and why, "
                         "and a lower-bound time estimate; run and write nothing")
     parser.add_argument("--no-report", action="store_true", help="do not render the report at the end of the run")
+    cluster = parser.add_argument_group(
+        "cluster", "run the cases as a submitit job array (see docs/cluster.md); these override the suite's "
+        "'executor:' block. Needs: pip install 'attnbench[slurm]'")
+    cluster.add_argument("--executor", choices=("local", "submitit"), default=None,
+                         help="local worker processes (default) or submitit jobs")
+    cluster.add_argument("--cluster", choices=("slurm", "local", "debug"), default=None,
+                         help="submitit cluster: slurm (default), local (processes on this machine), debug (in-process)")
+    cluster.add_argument("--shards", type=int, default=None, metavar="N", help="jobs in the array (default 1)")
+    cluster.add_argument("--partition", default=None, metavar="P", help="Slurm partition")
+    cluster.add_argument("--gpus-per-job", type=int, default=None, metavar="G",
+                         help="GPUs per job, one timing lane per GPU (default: 1 for cuda cases, 0 otherwise)")
+    cluster.add_argument("--max-parallel", type=int, default=None, metavar="K",
+                         help="jobs of the array running at once (Slurm array throttle)")
+    cluster.add_argument("--job-timeout-min", type=float, default=None, metavar="T",
+                         help="wall-clock limit of one job in minutes (default 120)")
     parser.set_defaults(func=run_from_args)
+
+
+CLUSTER_FLAGS = ("executor", "cluster", "shards", "partition", "gpus_per_job", "max_parallel", "job_timeout_min")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
     return run(args.suite, out=args.out, device=args.device, resume=args.resume, dry_run=args.dry_run,
-               report=not args.no_report)
+               report=not args.no_report, executor={k: getattr(args, k) for k in CLUSTER_FLAGS})
 
 
 def run(suite: str | Path, out: str | Path = "results", device: str | None = None, resume: str | Path | None = None,
-        dry_run: bool = False, report: bool = True, console: Console | None = None) -> int:
-    """Keyword API of the command (tests call this). Returns the exit code: 0 when no case errored."""
+        dry_run: bool = False, report: bool = True, console: Console | None = None,
+        executor: dict | None = None) -> int:
+    """Keyword API of the command (tests call this). Returns the exit code: 0 when no case errored.
+
+    ``executor``: the cluster flags ({executor, cluster, shards, ...}; None = unset), merged over the
+    suite's ``executor:`` block."""
+    from ..cluster import require_submitit, resolve_options
     from ..runner import dry_run as do_dry_run
     from ..runner import run_suite
     from ..suite import load_suite
@@ -50,11 +73,23 @@ def run(suite: str | Path, out: str | Path = "results", device: str | None = Non
 
     console = console or make_console()
     loaded = load_suite(suite)
+    kind, opts = resolve_options(loaded.model.executor, executor or {})
     if dry_run:
-        do_dry_run(loaded, device=device, console=console)
+        if kind == "submitit":
+            from ..cluster.dry_run import print_shard_plan
+
+            print_shard_plan(loaded, opts, device=device, console=console)
+        else:
+            do_dry_run(loaded, device=device, console=console)
         return 0
+    runner = None
+    if kind == "submitit":
+        require_submitit()
+        from ..cluster.submitit_executor import SubmititExecutor
+
+        runner = SubmititExecutor(opts, console)
     try:
-        run_dir = run_suite(loaded, out=out, device=device, resume=resume, console=console)
+        run_dir = run_suite(loaded, out=out, device=device, resume=resume, console=console, executor=runner)
     except KeyboardInterrupt:
         return 130
     results = store.read_results(run_dir)

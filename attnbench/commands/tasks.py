@@ -62,7 +62,14 @@ def preview(out: Path | str, sizes: Sequence[int] = (32, 64), names: Sequence[st
     if n < 1 or n % 2:
         raise UserError(f"-n must be a positive even number so both labels appear equally, got {n}")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        from ..faults import is_write_fault, write_failure
+
+        if is_write_fault(exc):
+            raise write_failure(exc, out, action="create the --out folder") from None
+        raise
     paths = []
     for name in names:
         info = tasks.info(name)

@@ -13,6 +13,9 @@ checks every registered metric against this contract.
 Built-in metrics are imported lazily (``get`` imports the module on first use), so ``import
 attnbench`` stays cheap. A third-party or test-only metric registers itself when its module is
 imported; the runner passes that module to every worker process, as it does for mechanisms.
+Packages make their metrics visible to the ``attnbench`` command through the ``attnbench.metrics``
+entry-point group (a module that registers, or a ``Metric`` object), loaded the first time the
+registry is asked for names.
 """
 from __future__ import annotations
 
@@ -122,6 +125,26 @@ class Metric:
 
 
 _REGISTRY: dict[str, Metric] = {}
+ENTRY_POINT_GROUP = "attnbench.metrics"
+_entry_points_loaded = False
+_entry_point_errors: dict[str, str] = {}
+
+
+def _load_entry_points() -> None:
+    """Import plugin metrics once; a broken plugin is reported when asked for, never fatal."""
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    from importlib import metadata
+
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            obj = ep.load()
+            if isinstance(obj, Metric):
+                register(obj)
+        except Exception as exc:  # noqa: BLE001 - any plugin failure becomes a message, not a crash
+            _entry_point_errors[ep.name] = f"{type(exc).__name__}: {exc}"
 
 
 def register(metric: Metric) -> Metric:
@@ -147,7 +170,8 @@ def unregister(name: str) -> None:
 
 
 def names() -> list[str]:
-    """Every metric a suite may list: the built-ins, then registered extras in registration order."""
+    """Every metric a suite may list: the built-ins, then registered extras (plugins) in registration order."""
+    _load_entry_points()
     return [*BUILTIN, *(n for n in _REGISTRY if n not in BUILTIN)]
 
 
@@ -156,7 +180,11 @@ def get(name: str) -> Metric:
     if name not in _REGISTRY and name in BUILTIN:
         importlib.import_module(BUILTIN[name])
     if name not in _REGISTRY:
-        raise ValueError(f"unknown metric {name!r}; choose from {names()}")
+        known = names()
+        if name in _REGISTRY:  # registered by a plugin just loaded
+            return _REGISTRY[name]
+        broken = f" (its plugin failed to load: {_entry_point_errors[name]})" if name in _entry_point_errors else ""
+        raise ValueError(f"unknown metric {name!r}{broken}; choose from {known}")
     return _REGISTRY[name]
 
 
@@ -170,10 +198,6 @@ def all_metrics() -> list[Metric]:
         except ImportError:
             continue
     return out
-
-
-def metrics_of(suite_metrics: list[str]) -> list[Metric]:
-    return [get(n) for n in suite_metrics]
 
 
 @dataclass

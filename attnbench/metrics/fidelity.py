@@ -120,6 +120,10 @@ def compare(module: torch.nn.Module, x: Tensor, train: bool, opts: Options | Non
 
 def measure(ctx: MetricContext) -> dict[str, Any]:
     torch.set_num_threads(ctx.threads)
+    from ..model_case import ModelCase, fidelity as model_fidelity
+
+    if isinstance(ctx.case, ModelCase):  # a whole model: its logits against a float64 copy (reported, not judged)
+        return model_fidelity(ctx.case, ctx.device)
     module = ctx.build_module()
     x = ctx.make_input()
     return compare(module, x, ctx.case.mode == "train", ctx.options, seed=ctx.case.seed)

@@ -14,7 +14,7 @@ import pandas as pd
 from .. import metrics as metric_registry
 from ..results_schema import LATENCY_MS, MEMORY_METHOD, PEAK_MEMORY_MIB, STATUS
 from ..store import Run, atomic_write_text, load_run
-from . import tables
+from . import papers_table, tables
 from .scaling import describe_crossover, fit_power_law
 
 ENV_FIELDS = (
@@ -133,6 +133,9 @@ def render_markdown_and_files(run: Run, baseline: str = "global", with_plots: bo
         section = m.report_section(run, root) if m.report_section is not None else None
         if section:
             md += [section.rstrip(), ""]
+    papers = papers_table.section(res, root, with_plots)  # runs that measured whole backbones
+    if papers:
+        md += [papers.rstrip(), ""]
     return "\n".join(md), "\n".join(tex) + "\n", files
 
 

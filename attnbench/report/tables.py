@@ -18,7 +18,7 @@ from .cells import NOT_MEASURED, fmt_number
 from .cells import value as _value
 
 # Identifying columns besides (device, dtype, mode) that split a run into separate tables when they vary.
-SPLIT_COLUMNS = ("batch_size", "dim", "num_heads", "task")
+SPLIT_COLUMNS = ("form", "batch_size", "dim", "num_heads", "task")
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,13 @@
-"""Kernel benchmarks (pytest-benchmark): forward and train step of every mechanism at one fixed size.
+"""Kernel benchmarks (pytest-benchmark): forward and train step of every mechanism at the shapes of
+``suites/kernels.yaml`` (the four Swin-T stage configurations), read from that file so the two never drift.
 
 The step is the harness's own (``attnbench.metrics.workload``), so these numbers describe the same
-work as ``attnbench run``; the device is synchronised inside the timed call (pytest-benchmark's
-clock does not). MACs, params and peak memory go to ``extra_info`` before timing (they cannot be
-added afterwards, pytest-benchmark#256).
+work as ``attnbench run``, in the same form (deploy for forward, training for train); the device is
+synchronised inside the timed call (pytest-benchmark's clock does not). MACs, params and peak memory
+go to ``extra_info`` before timing (they cannot be added afterwards, pytest-benchmark#256).
 
+By default the batch-1 float32 cases run (every stage, mechanism and mode); ``ATTNBENCH_BENCH_FULL=1``
+adds batch 8 and bfloat16, the suite's whole grid.
 CI runs ``pytest tests/benchmarks --benchmark-disable``: each body runs once, checking that every
 mechanism builds, steps and reports sane metrics, without timing anything.
 Timing: ``pytest tests/benchmarks --benchmark-autosave`` then ``--benchmark-compare --benchmark-compare-fail=median:10%``.
@@ -12,44 +15,54 @@ Timing: ``pytest tests/benchmarks --benchmark-autosave`` then ``--benchmark-comp
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 
 import pytest
 import torch
 
-import mechanisms
 from attnbench.case import Case
 from attnbench.metrics import MetricContext, memory, params
 from attnbench.metrics.flops import analytic_macs
 from attnbench.metrics.workload import make_workload, step_macs_factor
+from attnbench.suite import load_suite
 
 from bench_env import bench_device, machine_info
 
-SIDE, DIM, HEADS = 28, 64, 2  # 784 tokens: a multiple of every default window, stripe and pale size
-MECHANISMS = mechanisms.available()
+SUITE = Path(__file__).resolve().parents[2] / "suites" / "kernels.yaml"
+FULL = os.environ.get("ATTNBENCH_BENCH_FULL") == "1"
 
 
-def _context(name: str, mode: str) -> MetricContext:
-    device = bench_device()
-    case = Case(mechanism=name, label=name, options=(), height=SIDE, width=SIDE, batch_size=1, dim=DIM,
-                num_heads=HEADS, dtype="float32", device=device, mode=mode)
-    return MetricContext(case=case, options=memory.Options(rss=False), device=torch.device(device),
-                         dtype=torch.float32, threads=torch.get_num_threads())
+def kernel_cases() -> list[Case]:
+    """The cases of suites/kernels.yaml on the bench device (batch 1, float32 unless FULL)."""
+    cases = load_suite(SUITE).expand([bench_device()])
+    return [c for c in cases if FULL or (c.batch_size == 1 and c.dtype == "float32")]
 
 
-@pytest.mark.parametrize("mode", ["forward", "train"])
-@pytest.mark.parametrize("name", MECHANISMS)
-def test_kernel(benchmark, name, mode):
-    ctx = _context(name, mode)
+CASES = kernel_cases()
+
+
+def _context(case: Case) -> MetricContext:
+    return MetricContext(case=case, options=memory.Options(rss=False), device=torch.device(case.device),
+                         dtype=case.torch_dtype, threads=torch.get_num_threads())
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{c.label}-{c.height}x{c.width}-c{c.dim}-b{c.batch_size}-{c.dtype}-{c.mode}"
+                                              for c in CASES])
+def test_kernel(benchmark, case):
+    ctx = _context(case)
+    mode = case.mode
     macs = analytic_macs(ctx)["total"]
     counts = params.measure(ctx)
     peak = memory.measure(ctx)
     assert macs > 0 and counts["params"] > 0
     assert math.isfinite(peak["peak_memory_mib"]) and peak["peak_memory_mib"] > 0
-    benchmark.group = mode
+    benchmark.group = f"{case.height}x{case.width} c{case.dim} b{case.batch_size} {case.dtype} {mode}"
     benchmark.extra_info.update({
         "macs": macs, "step_macs": macs * step_macs_factor(mode), "params": counts["params"],
         "peak_memory_mib": peak["peak_memory_mib"], "memory_method": peak["memory_method"],
-        "tokens": SIDE * SIDE, "dim": DIM, "num_heads": HEADS, "device": ctx.case.device,
+        "tokens": case.tokens, "dim": case.dim, "num_heads": case.num_heads, "batch_size": case.batch_size,
+        "dtype": case.dtype, "form": case.resolved_form, "device": case.device,
     })
     work = make_workload(ctx)
 
@@ -70,3 +83,14 @@ def test_machine_info_names_torch_device_and_threads(request):
     assert info["torch"] == torch.__version__
     assert info["threads"] == torch.get_num_threads()
     assert info["device"] == bench_device() and info["device_name"]
+
+
+def test_kernel_suite_covers_every_mechanism_at_every_stage():
+    import mechanisms
+
+    builtin = {m for m in mechanisms.available() if not m.startswith("test_")}
+    assert {c.mechanism for c in CASES} == builtin
+    stages = {(c.height, c.dim, c.num_heads) for c in CASES}
+    assert stages == {(56, 96, 3), (28, 192, 6), (14, 384, 12), (7, 768, 24)}
+    stage1 = {c.mechanism for c in CASES if c.height == 56}
+    assert stage1 == builtin - {"cswin", "axial", "pale"}  # 3 heads cannot split into two halves
