@@ -30,6 +30,7 @@ COMMANDS: list[str] = [
     "ab",
     "history",
     "tasks",
+    "doctor",
 ]
 
 
@@ -50,7 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "instead of into a log file (also: ATTNBENCH_DEBUG=1)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        module = importlib.import_module(f"attnbench.commands.{name}")
+        try:
+            module = importlib.import_module(f"attnbench.commands.{name}")
+        except ImportError as exc:  # a bare machine (torch, numpy, rich) still gets `attnbench doctor`
+            _missing_dependency_command(subparsers, name, exc)
+            continue
         module.setup_arguments(subparsers)
     return parser
 
@@ -70,6 +75,19 @@ def _crash_log(exc: BaseException, argv: list[str]) -> str | None:
         except OSError:
             continue
     return None
+
+
+def _missing_dependency_command(subparsers: argparse._SubParsersAction, name: str, exc: ImportError) -> None:
+    """A stand-in subcommand that says which dependency its module could not import."""
+    missing = exc.name or str(exc)
+    parser = subparsers.add_parser(name, help=f"(unavailable: needs {missing})", add_help=False)
+    parser.add_argument("rest", nargs=argparse.REMAINDER)
+
+    def fail(args: argparse.Namespace) -> int:
+        raise UserError(f"`attnbench {name}` needs the Python package {missing!r}, which is not installed; "
+                        f"pip install -e . (or pip install {missing}) and retry")
+
+    parser.set_defaults(func=fail)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from .case import DTYPES, Case, Mode, freeze_options
+from .results_schema import default_form
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,22 @@ class ModelCase:
     overrides: tuple[tuple[str, Any], ...] = field(default=())  # build(**overrides), sorted pairs
     seed: int = 0
     task: None = None
+    form: str | None = None  # None: the mode's default (deploy for forward, train for train), as Case.form
     # The metric options of the grid that produced this case (as Case.metric_options).
     metric_options: dict[str, Any] | None = field(default=None, compare=False, hash=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.form is not None and self.form not in ("deploy", "train"):
+            raise ValueError(f"form must be 'deploy', 'train' or None, got {self.form!r}")
+        if self.form == "deploy" and self.mode == "train":
+            raise ValueError("form 'deploy' is the inference form; mode 'train' measures the training form")
+        if self.form == default_form(self.mode):  # one case, one identity: the default is spelled None
+            object.__setattr__(self, "form", None)
+
+    @property
+    def resolved_form(self) -> str:
+        """The form that runs: ``deploy`` (every attention block's ``deploy()``, as served) or ``train``."""
+        return self.form or default_form(self.mode)
 
     # ------------------------------------------------------------------ what metrics read from a case
     @property
@@ -101,6 +116,8 @@ class ModelCase:
         device = device or self.device
         with torch.device(device if str(device) == "meta" else "cpu"):
             model = backbones.build(self.model, attention=self.attention, **self.build_overrides())
+            if self.resolved_form == "deploy":  # merged in full precision, before the cast, as served
+                model = model.deploy()
         return model.to(device=device, dtype=dtype or self.torch_dtype)
 
     def make_input(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None,
@@ -119,7 +136,8 @@ class ModelCase:
             "model": self.model, "mechanism": self.mechanism, "label": self.label, "backend": self.backend,
             "options": json.dumps(dict(self.overrides), sort_keys=True, default=str), "height": self.height,
             "width": self.width, "tokens": self.tokens, "batch_size": self.batch_size, "dim": self.dim,
-            "num_heads": self.num_heads, "dtype": self.dtype, "device": self.device, "mode": self.mode, "task": None,
+            "num_heads": self.num_heads, "dtype": self.dtype, "device": self.device, "mode": self.mode,
+            "form": self.resolved_form, "task": None,
         }
 
     def describe(self) -> str:
@@ -127,6 +145,8 @@ class ModelCase:
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "metric_options"}
+        if d["form"] is None:  # the default form keeps the key of rows stored before forms existed
+            del d["form"]
         d["overrides"] = [[k, list(v) if isinstance(v, tuple) else v] for k, v in self.overrides]
         return d
 

@@ -118,13 +118,11 @@ def worker_imports(cases: list[Case], metrics: list[str]) -> tuple[str, ...]:
 
 
 def unsupported_reason(case: Case) -> str | None:
-    """Why the case cannot run here: the device is absent, or the mechanism says its backend cannot."""
-    import mechanisms
+    """Why the case cannot run here: the device is absent, or the mechanism says its backend cannot
+    (for flex also the configuration: Slide's learnable branch has no exact flex form)."""
+    from .backend_support import case_unavailable_reason
 
-    reason = devices.unavailable_reason(case.device)
-    for name in mechanism_names(case):
-        reason = reason or mechanisms.get(name).unavailable_reason(case.backend, case.device, case.torch_dtype, case.mode)
-    return reason
+    return devices.unavailable_reason(case.device) or case_unavailable_reason(case)
 
 
 def plan(suite: Suite, cases: list[Case], peaks: dict[str, dict[str, float]], check_devices: bool = True) -> Plan:

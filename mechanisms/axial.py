@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from .base import AttentionBase, AttentionPattern, MaskRule, attend, total
+from .flex import FlexSpec
 from .registry import register
 
 
@@ -57,6 +58,12 @@ class AxialAttention(AttentionBase):
         cols = attend(q, k, v, scale=self.scale, dropout_p=self._dropout_p())  # B*W, half, H, d
         cols = cols.view(B, W, half, H, d).permute(0, 3, 1, 2, 4).reshape(B, H, W, C // 2)
         return torch.cat([rows, cols], dim=-1)
+
+    def flex_spec(self, H: int, W: int) -> FlexSpec:
+        """Rows for branch A, columns for branch B: exact."""
+        rows = torch.arange(H)[:, None].expand(H, W)
+        cols = torch.arange(W)[None, :].expand(H, W)
+        return FlexSpec(groups=torch.stack([rows, cols]), exact=True)
 
     def pattern(self, H: int, W: int) -> AttentionPattern:
         self.check_size(H, W)

@@ -167,7 +167,9 @@ class AttentionBase(nn.Module):
         proj_drop: dropout after the output projection (training only).
     """
 
-    backends: ClassVar[tuple[str, ...]] = ("native", "masked")
+    backends: ClassVar[tuple[str, ...]] = ("native", "masked", "flex")
+    # Backends that compile on first call (their first-call time is reported as ``compile_s``).
+    compiled_backends: ClassVar[tuple[str, ...]] = ("flex",)
     two_branch: ClassVar[bool] = False
     mechanism_name: ClassVar[str] = ""
     # Chebyshev radius of the spatial convs that feed q/k/v from the input map (Pale's depthwise 3x3
@@ -243,10 +245,49 @@ class AttentionBase(nn.Module):
         if bias is not None:
             mask = bias.masked_fill(~mask, float("-inf"))  # one pass over (heads, N, N)
         out = attend(q, k, v, mask, scale=self.scale, dropout_p=self._dropout_p())
+        extra = self.flex_output_term(q, k, v, H, W)
+        if extra is not None:
+            out = out + extra
+        return self.merge_heads(out, H, W)
+
+    def _forward_flex(self, x: Tensor) -> Tensor:
+        """Compiled FlexAttention generated from the pattern rule (mechanisms/flex.py), block-sparse."""
+        from .flex import flex_attend
+
+        B, H, W, C = x.shape
+        q, k, v = self.token_qkv(x)  # B, heads, N, d
+        out = flex_attend(self, q, k, v, H, W)
         extra = self.output_term(q, k, v, H, W)
         if extra is not None:
             out = out + extra
         return self.merge_heads(out, H, W)
+
+    # ----------------------------------------------------------------- hooks for the flex backend
+    def flex_spec(self, H: int, W: int) -> "FlexSpec":
+        """How tokens group for flex (mechanisms/flex.py ``FlexSpec``). Default: one group, row-major,
+        blocks classified by evaluating the rule on every pair (correct for any rule; O(N²) setup)."""
+        from .flex import FlexSpec
+
+        return FlexSpec(groups=torch.zeros(1, H, W, dtype=torch.long), exact=False)
+
+    def flex_output_term(self, q: Tensor, k: Tensor, v: Tensor, H: int, W: int) -> Tensor | None:
+        """The non-logit output term for flex (default: ``output_term``, the reference's form). Override
+        when the fast path computes it much faster than the dense hook (CSWin's LePE on stripes)."""
+        return self.output_term(q, k, v, H, W)
+
+    def flex_logit_term(self) -> Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor] | None:
+        """Positional logit term as a vectorised fn(head, q_row, q_col, k_row, k_col) for score_mod, or None."""
+        return None
+
+    def flex_offset_bias(self) -> tuple[Tensor, Tensor] | None:
+        """Per-offset (key bias, value bias), each (heads, d, k²), of a neighbourhood mechanism, or None."""
+        return None
+
+    def configured_unavailable_reason(self) -> str | None:
+        """Why this *configured* module's backend cannot run, when that depends on its options (Slide's
+        learnable branch has no exact flex form), or None. The class-level ``unavailable_reason`` covers
+        device, dtype and mode; the harness asks this on a meta-device build before running a case."""
+        return None
 
     # ----------------------------------------------------------------------- shared operations
     def _dropout_p(self) -> float:
@@ -298,6 +339,10 @@ class AttentionBase(nn.Module):
         if backend not in cls.backends:
             name = cls.mechanism_name or cls.__name__
             return f"{name} has no backend {backend!r}; choose one of {list(cls.backends)}"
+        if backend == "flex":
+            from .flex import flex_unavailable_reason
+
+            return flex_unavailable_reason(device, dtype, mode)
         return None
 
     def deploy(self) -> nn.Module:

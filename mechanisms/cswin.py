@@ -27,6 +27,7 @@ from .base import (
     window_partition,
     window_reverse,
 )
+from .flex import FlexSpec
 from .registry import register
 
 
@@ -118,6 +119,21 @@ class CSWinAttention(AttentionBase):
         out = window_reverse(out.transpose(1, 2).reshape(-1, T, h * d), sh, sw, Hp, Wp)  # B, Hp, Wp, h*d
         return out[:, :H, :W]
 
+    def flex_output_term(self, q: Tensor, k: Tensor, v: Tensor, H: int, W: int) -> Tensor:
+        """LePE as the native path computes it (depthwise conv on V cut into stripes) for flex; the dense
+        ``output_term`` below stays the reference's independent form (measured 560 ms vs ~10 ms at 112²)."""
+        B, heads, N, d = v.shape
+        half = heads // 2
+        out = []
+        for branch, (sh, sw) in enumerate(self.stripe_shapes(H, W)):
+            maps = v[:, branch * half:(branch + 1) * half].permute(0, 2, 1, 3).reshape(B, H, W, half * d)
+            maps, pad_h, pad_w = pad_to_multiple(maps, sh, sw)  # zeros: the conv's padding at the map border
+            stripes = window_partition(maps, sh, sw)  # B*nS, T, half*d
+            pos = self.lepe[branch](stripes.transpose(1, 2).reshape(-1, half * d, sh, sw))  # B*nS, half*d, sh, sw
+            pos = window_reverse(pos.flatten(2).transpose(1, 2), sh, sw, H + pad_h, W + pad_w)[:, :H, :W]
+            out.append(pos.reshape(B, N, half, d).permute(0, 2, 1, 3))  # B, half, N, d
+        return torch.cat(out, dim=1)
+
     def output_term(self, q: Tensor, k: Tensor, v: Tensor, H: int, W: int) -> Tensor:
         """LePE without stripes or conv2d, for the `masked` backend and the reference: the nine 3x3
         neighbours are taken as shifts of the whole zero-ringed map, kept only when the neighbour lies
@@ -138,6 +154,13 @@ class CSWinAttention(AttentionBase):
         weight = torch.cat([conv.weight for conv in self.lepe]).view(heads, d, 9)
         bias = torch.cat([conv.bias for conv in self.lepe]).view(1, heads, 1, d)
         return torch.einsum("bhrcdk,hdk->bhrcd", taps, weight).reshape(B, heads, N, d) + bias
+
+    def flex_spec(self, H: int, W: int) -> FlexSpec:
+        """Vertical stripes (column // sw) for branch A, horizontal (row // sw) for branch B: exact."""
+        rows = torch.arange(H)[:, None].expand(H, W)
+        cols = torch.arange(W)[None, :].expand(H, W)
+        sw = self.split_size
+        return FlexSpec(groups=torch.stack([torch.div(cols, sw, rounding_mode="floor"), torch.div(rows, sw, rounding_mode="floor")]), exact=True)
 
     def pattern(self, H: int, W: int) -> AttentionPattern:
         self.check_size(H, W)

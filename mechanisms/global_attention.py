@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 
 from .base import AttentionBase, AttentionPattern, attend, total
+from .flex import FlexSpec
 from .registry import register
 
 
@@ -38,7 +39,11 @@ class GlobalAttention(AttentionBase):
         backend: 'native' (SDPA), 'math' (explicit matmul/softmax), 'xformers' (memory_efficient_attention, CUDA only) or 'masked'.
     """
 
-    backends = ("native", "math", "xformers", "masked")
+    backends = ("native", "math", "xformers", "masked", "flex")
+
+    def flex_spec(self, H: int, W: int) -> FlexSpec:
+        """One group holding every token: exact (all pairs allowed), so no rule evaluation."""
+        return FlexSpec(groups=torch.zeros(1, H, W, dtype=torch.long), exact=True)
 
     def __init__(self, dim: int, num_heads: int, *, backend: str = "native", **common: Any) -> None:
         super().__init__(dim, num_heads, backend=backend, **common)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .base import AttentionBase, AttentionPattern, attend, ceil_div, to_2tuple, total, trunc_normal_
+from .flex import FlexSpec
 from .registry import register
 
 
@@ -108,7 +109,7 @@ class PaleAttention(AttentionBase):
         backend: 'native' (reshapes + SDPA per group) or 'masked' (global SDPA with the dense pattern mask).
     """
 
-    backends = ("native", "masked")
+    backends = ("native", "masked", "flex")
     two_branch = True
 
     def __init__(
@@ -177,6 +178,15 @@ class PaleAttention(AttentionBase):
         groups_r, _ = interlaced_groups(H, self.pale_size[0])
         groups_c, _ = interlaced_groups(W, self.pale_size[1])
         return AttentionPattern(H, W, self.num_heads, pale_rule(groups_r, groups_c, self.num_heads // 2), "pale")
+
+    def flex_spec(self, H: int, W: int) -> FlexSpec:
+        """Interlaced row groups (row mod N_r) for branch A, column groups (col mod N_c) for B: exact.
+        Laid out group by group, the interlaced lines become contiguous: no gather inside the kernel."""
+        groups_r, _ = interlaced_groups(H, self.pale_size[0])
+        groups_c, _ = interlaced_groups(W, self.pale_size[1])
+        rows = torch.arange(H)[:, None].expand(H, W)
+        cols = torch.arange(W)[None, :].expand(H, W)
+        return FlexSpec(groups=torch.stack([rows % groups_r, cols % groups_c]), exact=True)
 
     def flops(self, H: int, W: int) -> dict[str, int]:
         """MACs of what the selected backend computes.

@@ -32,7 +32,7 @@ _COMMON_ARGS = ("self", "dim", "num_heads", "device", "dtype")
 
 
 # What the harness calls on a mechanism (see AttentionBase for each one's meaning).
-CONTRACT_METHODS = ("pattern", "flops", "linear_macs", "dense_form", "unavailable_reason", "deploy",
+CONTRACT_METHODS = ("pattern", "flops", "linear_macs", "dense_form", "unavailable_reason", "configured_unavailable_reason", "deploy",
                     "layer_options", "attention_memory_bytes")
 
 

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from .base import AttentionBase, AttentionPattern, attend, is_int, total, trunc_normal_
 from .reference import DenseForm
+from .flex import FlexSpec
 from .registry import register
 from .slide_kernel import ROW_BLOCK_ELEMENTS, ROW_BLOCK_ELEMENTS_TRAIN, Geometry, slide_attention
 
@@ -33,7 +34,7 @@ def window_rule(radius: int):
 
     def rule(head: Tensor, qr: Tensor, qc: Tensor, kr: Tensor, kc: Tensor) -> Tensor:
         near = ((qr - kr).abs() <= radius) & ((qc - kc).abs() <= radius)
-        return near.expand(torch.broadcast_shapes(head.shape, near.shape))
+        return near & (head >= 0)  # broadcast over heads by arithmetic (flex's compiler cannot lower expand here)
 
     k = 2 * radius + 1
     rule.__name__ = f"slide_k{k}x{k}"
@@ -77,7 +78,7 @@ class SlideAttention(AttentionBase):
         backend: 'native' (the shift conv as GEMMs by row blocks, never holding the k² shifted copies; see mechanisms/slide_kernel.py), 'im2col' (F.unfold neighbourhoods; the learnable branch, if any, is applied as a k²×k² per-channel mix of the unfolded neighbours) or 'masked' (dense SDPA; exact, see README).
     """
 
-    backends = ("native", "im2col", "masked")
+    backends = ("native", "im2col", "masked", "flex")
 
     def __init__(
         self,
@@ -380,6 +381,25 @@ class SlideAttention(AttentionBase):
         self.check_size(H, W)
         return AttentionPattern(H, W, self.num_heads, window_rule(self.kernel_size // 2), f"slide_k{self.kernel_size}")
 
+    def configured_unavailable_reason(self) -> str | None:
+        if self.backend == "flex" and self.deformable:
+            return ("slide: flex cannot express the learnable (deformed) shift branch exactly: it makes each "
+                    "offset's key a per-channel mix of all k² neighbours, not a token key plus a bias (the "
+                    "output weights per channel are not one softmax); use deformable=False or backend='native'")
+        return None
+
+    def flex_spec(self, H: int, W: int) -> FlexSpec:
+        """k x k neighbourhoods: 8x8 query tiles, keys = the tile grown by k//2 on the zero-padded map
+        (the convs' border offsets are virtual keys there)."""
+        r = self.kernel_size // 2
+        return FlexSpec(groups=None, reach=r, halo=r)
+
+    def flex_offset_bias(self) -> tuple[Tensor, Tensor]:
+        """Key bias b_i + rpb[h, i] and value bias b_i per offset i, each (heads, d, k²)."""
+        _, bias = self.shift_weight_bias()  # d, k²
+        key_bias = bias[None] + self.relative_position_bias[:, None, :]
+        return key_bias, bias[None].expand(self.num_heads, -1, -1)
+
     def flops(self, H: int, W: int) -> dict[str, int]:
         """MACs of what the selected backend computes (bias adds are not counted, as in fvcore).
 
@@ -402,6 +422,9 @@ class SlideAttention(AttentionBase):
             if self.deformable:
                 parts["shift_mix"] = 2 * k4 * N * C
             parts["attention"] = 2 * k2 * N * C
+        elif self.backend == "flex":  # token keys (deformable=False only) + per-offset bias terms
+            parts["attention"] = 2 * k2 * N * C
+            parts["offset_bias"] = 2 * k2 * N * C
         elif self.deformable:  # masked, slot keys
             parts["shift_conv"] = 2 * branches * k4 * N * C
             parts["attention"] = 2 * N * N * k2 * C

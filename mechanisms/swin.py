@@ -30,6 +30,7 @@ from .base import (
     window_partition,
     window_reverse,
 )
+from .flex import FlexSpec
 from .registry import register
 
 # The attention path per (device type, dtype): True = explicit q·kᵀ + bias + mask, softmax, ·v (the
@@ -237,6 +238,25 @@ class SwinAttention(AttentionBase):
         by_row = table.index_select(1, dr.flatten()).view(heads, H, 1, H, D).expand(heads, H, W, H, D)
         bias = torch.gather(by_row, 4, dc.view(1, 1, W, 1, W).expand(heads, H, W, H, W))
         return bias.reshape(heads, H * W, H * W)
+
+    def flex_spec(self, H: int, W: int) -> FlexSpec:
+        """Windows of the rolled, padded map (what the native path attends in): one block each; the
+        rule separates the regions a shifted window mixes, so fullness is evaluated, not assumed."""
+        M, s = self.window_size, self.effective_shift(H, W)
+        Hp, Wp = ceil_div(H, M) * M, ceil_div(W, M) * M
+        rows, cols = torch.arange(H)[:, None], torch.arange(W)[None, :]
+        window = torch.div((rows - s) % Hp, M, rounding_mode="floor") * (Wp // M) + torch.div((cols - s) % Wp, M, rounding_mode="floor")
+        return FlexSpec(groups=window[None], exact=s == 0)
+
+    def flex_logit_term(self):
+        """The relative position bias as a function of (head, q_row, q_col, k_row, k_col), for score_mod."""
+        M = self.window_size
+        table = self.relative_position_bias_table.t().reshape(self.num_heads, 2 * M - 1, 2 * M - 1)
+
+        def bias(head: Tensor, q_row: Tensor, q_col: Tensor, k_row: Tensor, k_col: Tensor) -> Tensor:
+            return table[head, (q_row - k_row).clamp(1 - M, M - 1) + M - 1, (q_col - k_col).clamp(1 - M, M - 1) + M - 1]
+
+        return bias
 
     def pattern(self, H: int, W: int) -> AttentionPattern:
         self.check_size(H, W)

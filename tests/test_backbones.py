@@ -55,7 +55,6 @@ def test_known_exact_counts():
     assert backbones.count_params(meta_model("deit-s")) == 22_050_664
 
 
-@pytest.mark.skipif(SlideAttention.deploy is AttentionBase.deploy, reason="SlideAttention.deploy() not merged yet")
 def test_slide_swin_deploy_form_macs():
     """Deploy form: the two shift convs merged into one, 4.70G (issue 13)."""
     model = meta_model("slide-swin-t", deploy=True)

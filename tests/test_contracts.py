@@ -139,7 +139,7 @@ def test_register_refuses_a_class_that_breaks_the_mechanism_contract():
         def forward(self, x):
             return x
 
-    with pytest.raises(TypeError, match=r"missing pattern, flops, linear_macs, dense_form, unavailable_reason, "
+    with pytest.raises(TypeError, match=r"missing pattern, flops, linear_macs, dense_form, unavailable_reason, configured_unavailable_reason, "
                                         r"deploy, layer_options, attention_memory_bytes\); subclass mechanisms.AttentionBase"):
         mechanisms.register("broken")(NotAMechanism)
     with pytest.raises(TypeError, match="is not an nn.Module class"):

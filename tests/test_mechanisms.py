@@ -48,6 +48,8 @@ def configs(backends: bool = True, dtype=torch.float32) -> list:
         cls = mechanisms.get(name)
         for opts in [{}, *VARIANTS.get(name, [])]:
             for backend in cls.backends if backends else ("native",):
+                if backend in getattr(cls, "compiled_backends", ()):  # compile per shape: tests/test_flex.py
+                    continue  # covers them with kernels shared across its tests
                 marks = []
                 if _device(name, backend, dtype) is None:
                     marks.append(pytest.mark.skip(reason=str(cls.unavailable_reason(backend, "cpu", dtype))))

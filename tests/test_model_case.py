@@ -23,11 +23,27 @@ def _measure(case, metric, **options):
 
 
 def test_params_metric_counts_the_model():
-    row = _measure(_case(), "params")
+    row = _measure(_case(mode="train"), "params")  # the training form: both shift branches
     model = backbones.build("slide-swin-t", depths=(1, 2, 1, 1))
     assert row["params"] == backbones.count_params(model)
     frozen = sum(p.numel() for n, p in model.named_parameters() if "shift_fixed.weight" in n)
     assert frozen > 0 and row["params_trainable"] == row["params"] - frozen
+
+
+def test_forward_measures_the_deploy_form_of_every_block():
+    """mode: forward serves the model as deployed (Slide's two shift convs merged in every block):
+    fewer MACs and parameters than the training form, the same function, and its own identity."""
+    fwd, train_form = _case(), _case(form="train")
+    assert fwd.resolved_form == "deploy" and fwd.id_row()["form"] == "deploy" and fwd.key() != train_form.key()
+    deployed, trained = fwd.build_module(dtype=torch.float64).eval(), train_form.build_module(dtype=torch.float64).eval()
+    x = fwd.make_input(dtype=torch.float64)
+    with torch.no_grad():
+        # merged in float32 before the cast (as served), so equal to float32 rounding
+        torch.testing.assert_close(deployed(x), trained(x), rtol=1e-5, atol=1e-6)
+    assert case_cost(fwd).macs < case_cost(train_form).macs and case_cost(fwd).params < case_cost(train_form).params
+    assert all(a.reparameterized for a in deployed.attention_modules() if hasattr(a, "reparameterized"))
+    with pytest.raises(ValueError, match="form 'deploy' is the inference form"):
+        _case(mode="train", form="deploy")
 
 
 @pytest.mark.parametrize("model", ["swin-t", "pale-t"])

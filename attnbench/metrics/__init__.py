@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 # Built-in metrics, in the order their columns appear in summaries and reports.
 BUILTIN: dict[str, str] = {
+    "backend": "attnbench.metrics.backend",
     "flops": "attnbench.metrics.flops",
     "params": "attnbench.metrics.params",
     "memory": "attnbench.metrics.memory",
