@@ -27,6 +27,7 @@ COMMANDS: list[str] = [
     "list",
     "report",
     "compare",
+    "ab",
     "history",
     "tasks",
     "doctor",

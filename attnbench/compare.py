@@ -20,6 +20,8 @@ from typing import Any, Iterable
 import pandas as pd
 
 from . import UserError
+from .paired import compare_rounds
+from .rounds import ROUND_SAMPLES
 from .stats import DEFAULT_CONFIDENCE, DEFAULT_THRESHOLD, compare_samples
 from .results_schema import MACS, PARAMS, is_missing
 from .store import Run
@@ -38,6 +40,8 @@ EXACT_METRICS = (MACS, PARAMS)
 # a 64-channel 56x56 float32 activation (0.77 MiB).
 MEMORY_RTOL = 0.01
 MEMORY_ATOL_MIB = 0.25
+# Rounds per run from which compare judges latency by between-round variance (timing.rounds).
+MIN_ROUNDS = 3
 # The matmul peak each run measures at its start is a cheap canary for machine load: on the shared
 # 2-core box it ranged 21-85 GFLOP/s between runs minutes apart. A gap beyond this fraction is reported.
 PEAK_DRIFT = 0.2
@@ -82,6 +86,7 @@ class Comparison:
     threshold: float = DEFAULT_THRESHOLD
     confidence: float = DEFAULT_CONFIDENCE
     load_warnings: list[str] = field(default_factory=list)
+    basis: str = ""  # what the latency verdicts rest on, said plainly in the report
 
     def by_verdict(self, verdict: str) -> list[Finding]:
         return [f for f in self.findings if f.verdict == verdict]
@@ -271,10 +276,19 @@ def compare_pair(brow: pd.Series, nrow: pd.Series, baseline: Run, new: Run, *, t
     out: list[Finding] = []
     a = baseline.samples.get((str(brow.get("case_key")), "latency_ms"))
     b = new.samples.get((key, "latency_ms"))
-    if a is not None and b is not None:
+    ra = baseline.samples.get((str(brow.get("case_key")), ROUND_SAMPLES)) or []
+    rb = new.samples.get((key, ROUND_SAMPLES)) or []
+    if len(ra) >= MIN_ROUNDS and len(rb) >= MIN_ROUNDS:  # timing.rounds: judged by between-round variance
+        est = compare_rounds(ra, rb, threshold=threshold, confidence=confidence)
+        detail = est.reason if est.verdict == "inconclusive" else (
+            f"rounds={est.n_base}/{est.n_new}, Welch p={est.p_value:.2g}")
+        out.append(Finding(name, "latency_ms", _num(brow.get("latency_ms")), _num(nrow.get("latency_ms")),
+                           est.verdict, est.ratio, est.ci_low, est.ci_high, est.p_value,
+                           "; ".join(x for x in (note, detail) if x), key))
+    elif a is not None and b is not None:
         est = compare_samples(a, b, threshold=threshold, confidence=confidence)
         detail = est.reason if est.verdict == "inconclusive" else (
-            f"n={est.n_base}/{est.n_new}, Mann-Whitney p={est.p_value:.2g}")
+            f"n={est.n_base}/{est.n_new}, within-run samples, Mann-Whitney p={est.p_value:.2g}")
         out.append(Finding(name, "latency_ms", _num(brow.get("latency_ms")), _num(nrow.get("latency_ms")),
                            est.verdict, est.ratio, est.ci_low, est.ci_high, est.p_value,
                            "; ".join(x for x in (note, detail) if x), key))
@@ -329,7 +343,25 @@ def compare_runs(baseline: Run, new: Run, *, threshold: float = DEFAULT_THRESHOL
         threshold=threshold, confidence=confidence,
         # Across machines a peak gap is the machine, not load: never call it "different load".
         load_warnings=machine_warnings or peak_drift(baseline.env, new.env),
+        basis=latency_basis(pairs, baseline, new),
     )
+
+
+def latency_basis(pairs: list[tuple[pd.Series, pd.Series]], baseline: Run, new: Run) -> str:
+    """One plain sentence on what the latency verdicts rest on (between-round or within-run noise)."""
+    timed = [(b, n) for b, n in pairs if (str(b.get("case_key")), "latency_ms") in baseline.samples
+             and (str(n.get("case_key")), "latency_ms") in new.samples]
+    if not timed:
+        return ""
+    by_rounds = sum(len(baseline.samples.get((str(b.get("case_key")), ROUND_SAMPLES)) or []) >= MIN_ROUNDS
+                    and len(new.samples.get((str(n.get("case_key")), ROUND_SAMPLES)) or []) >= MIN_ROUNDS
+                    for b, n in timed)
+    if by_rounds == len(timed):
+        return (f"Latency judged by between-round variance (both runs have timing.rounds >= {MIN_ROUNDS}); drift "
+                "between the two runs themselves is still not seen: `attnbench ab` pairs them.")
+    return (f"Latency of {len(timed) - by_rounds} of {len(timed)} case(s) judged from within-run samples only: drift "
+            "between runs is not seen, so expect false alarms on a shared machine. Set timing.rounds: 5 in the suite "
+            "(both runs), or use `attnbench ab` (docs/regression.md).")
 
 
 # -------------------------------------------------------------------------------------- rendering
@@ -375,6 +407,8 @@ def render_comparison(comp: Comparison, fmt: str = "text", show_unchanged: bool 
             lines.append(f"> {w}" if md else w)
     for w in comp.load_warnings:
         lines.append(f"> WARNING: {w}" if md else f"WARNING: {w}")
+    if comp.basis:
+        lines.append(f"> {comp.basis}" if md else comp.basis)
     lines.append("")
     shown = [f for f in sorted(comp.findings, key=_order)
              if show_unchanged or f.verdict != "unchanged"]

@@ -29,6 +29,7 @@ from .model_case import mechanism_names
 from .predict import Prediction, predict, skip_reason, steps_needed
 from .resume import INFERRED, resumable_rows, seed_calibration
 from .results_schema import SAMPLE_SERIES
+from .rounds import RoundCollector, round_budget
 from .runguard import guarded_run
 from .suite import Suite
 from .worker import Job, WorkerInit
@@ -253,9 +254,15 @@ def _run_suite(suite: Suite, out: Path | str = "results", device: str | None = N
     else:
         runner = executor or LocalExecutor(init, workers=suite.model.workers, timeout_s=limits.timeout_s,
                                            jobs_per_worker=suite.model.cases_per_worker)
+    rounds = int(getattr(suite.metric_options.get("time"), "rounds", 1))
+    collector = RoundCollector()
+
     def options(case: Case) -> dict[str, Any]:
         """Metric options of the grid the case comes from (the top level or an ``include:`` block)."""
-        return {m: (o.model_dump(mode="json") if o is not None else None) for m, o in suite.metric_options_for(case).items()}
+        opts = {m: (o.model_dump(mode="json") if o is not None else None) for m, o in suite.metric_options_for(case).items()}
+        if rounds > 1 and opts.get("time"):
+            opts["time"]["min_run_time"] = round_budget(opts["time"]["min_run_time"], rounds)
+        return opts
 
     calib = Calibration(steps_needed(suite.metric_options), limits.timeout_s)
     seed_calibration(calib, cases, existing)  # a resumed run infers skips from the rows it kept
@@ -266,10 +273,15 @@ def _run_suite(suite: Suite, out: Path | str = "results", device: str | None = N
             skip = calib.skip(case)
             if skip:
                 state.add(case, skip[0], skip[1], threads, 0.0, static_columns(suite, case))
-                progress.advance(task)
+                progress.advance(task, rounds)
                 continue
             env = {"matmul_peak_gflops": peaks.get(case.device, {})}
             yield case, Job(case=case.to_dict(), metrics=suite.metrics, options=options(case), env=env)
+        for r in range(1, rounds):  # timing.rounds: the later rounds time the cases whose first round was ok
+            for case in to_run:
+                if collector.count(case.key()) == r:
+                    env = {"matmul_peak_gflops": peaks.get(case.device, {})}
+                    yield (case, r), Job(case=case.to_dict(), metrics=["time"], options=options(case), env=env)
 
     console.print(f"[bold]attnbench[/bold] {suite.name}: {len(cases)} cases ({len(existing)} already done, "
                   f"{len(the_plan.skips)} skipped, {len(to_run)} to run) -> {run_dir}")
@@ -277,17 +289,25 @@ def _run_suite(suite: Suite, out: Path | str = "results", device: str | None = N
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("ETA"), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task("starting", total=len(to_run))
+        task = progress.add_task("starting", total=len(to_run) * rounds)
 
-        def on_start(case: Case) -> None:
+        def on_start(tag: Any) -> None:
+            case = tag[0] if isinstance(tag, tuple) else tag
             progress.update(task, description=f"[cyan]{case.describe()}[/cyan]")
 
-        def on_done(case: Case, outcome: Outcome) -> None:
-            cols = outcome.columns
+        def on_done(tag: Any, outcome: Outcome) -> None:
+            case = tag[0] if isinstance(tag, tuple) else tag
+            cols, samples = outcome.columns, outcome.samples
             if outcome.status != "ok":
                 cols = {**static_columns(suite, case), **cols}
-            state.add(case, outcome.status, outcome.error, threads, round(outcome.wall_s, 3), cols, outcome.samples)
-            calib.record(case, outcome)
+                if isinstance(tag, tuple):  # a later round failed: keep the earlier rounds' numbers
+                    cols = {**collector.snapshot(case.key())[0], **cols}
+                progress.advance(task, rounds - 1 - (tag[1] if isinstance(tag, tuple) else 0))
+            elif rounds > 1:
+                cols, samples = collector.add(case.key(), cols, samples)
+            state.add(case, outcome.status, outcome.error, threads, round(outcome.wall_s, 3), cols, samples)
+            if not isinstance(tag, tuple):
+                calib.record(case, outcome)
             progress.advance(task)
             if outcome.status != "ok":
                 progress.console.print(f"  [yellow]{outcome.status}[/yellow] {case.describe()}: {outcome.error}")

@@ -27,6 +27,7 @@ class WorkerInit:
     max_memory_gb: float | None = None  # hard cap on CPU (RLIMIT_DATA) and CUDA (memory fraction)
     imports: tuple[str, ...] = ()  # modules that register non-builtin mechanisms (plugins, tests)
     log_path: str | None = None  # stdout/stderr of the worker go here, keeping the terminal clean
+    paths: tuple[str, ...] = ()  # source trees searched first for mechanisms and plugins (``ab``: one ref's tree)
 
 
 @dataclass
@@ -70,8 +71,31 @@ def _cap_cpu_memory(max_memory_gb: float) -> None:
     resource.setrlimit(resource.RLIMIT_DATA, (cap, hard))
 
 
+def use_source_trees(paths: tuple[str, ...]) -> None:
+    """Put ``paths`` first on ``sys.path`` and forget any module of theirs already imported from elsewhere.
+
+    ``attnbench ab`` gives each side's workers that side's checkout of ``mechanisms/`` (and plugins);
+    a spawned child may already have imported the parent's copy while unpickling, so those modules
+    are dropped and re-imported from the side's tree.
+    """
+    if not paths:
+        return
+    roots = [os.path.realpath(p) for p in paths]
+    sys.path[:0] = roots
+    tops = {name.split(".")[0] for root in roots for name in os.listdir(root)
+            if name.endswith(".py") or os.path.isdir(os.path.join(root, name))}
+    tops = {t[:-3] if t.endswith(".py") else t for t in tops}
+    for name in list(sys.modules):
+        mod = sys.modules[name]
+        origin = os.path.realpath(getattr(mod, "__file__", None) or "/")
+        if name.split(".")[0] in tops and not any(origin.startswith(r + os.sep) for r in roots):
+            del sys.modules[name]
+
+
 def setup_process(init: WorkerInit) -> None:
     import signal
+
+    use_source_trees(init.paths)
 
     # Ctrl-C reaches the whole process group; only the parent decides (it kills workers and keeps
     # finished rows). A worker dying of SIGINT would otherwise be recorded as a failed case.

@@ -36,7 +36,10 @@ from .workload import make_workload, step_macs_factor
 
 class Options(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    min_run_time: float = Field(1.0, gt=0, description="seconds of measured blocks (blocked_autorange)")
+    min_run_time: float = Field(1.0, gt=0, description="seconds of measured blocks (blocked_autorange); with rounds, "
+                                "the case's total, split evenly over its rounds")
+    rounds: int = Field(1, ge=1, description="time every case in this many rounds interleaved across cases; the row "
+                        "keeps the median of round medians and their spread (attnbench/rounds.py)")
     threads: int = Field(1, ge=1, description="intra-op threads while timing (recorded in every row)")
     warmup: int = Field(1, ge=0, description="untimed calls before measuring")
     clock: Literal["wall", "cpu"] = Field(
@@ -137,6 +140,8 @@ METRIC = register(Metric(
         Column("achieved_gflops", "float", "GFLOP/s", "2 x forward MACs (x3 in train) / latency"),
         Column("efficiency", "float", "fraction", "achieved / the matmul peak measured for this run and dtype"),
         Column(TIMING_CLOCK, "str", doc="wall | cpu"),
+        Column("timing_rounds", "int", doc="rounds the case was timed in (timing.rounds; attnbench ab's rounds)"),
+        Column("latency_round_cv", "float", "fraction", "robust sd of the log round medians (between-round spread)"),
     ),
     options=Options,
     options_key="timing",

@@ -1,0 +1,458 @@
+"""``attnbench ab``: measure two versions of the mechanisms in one interleaved session and judge the pairs.
+
+Why: on a shared machine most timing noise is drift over seconds to minutes that moves a whole run,
+so two runs minutes apart cannot be told apart from a code change (issue 16 measured 3 false alarms
+in 4 A/A run pairs). Measuring both versions of every case side by side, alternating, in R rounds
+spread over the session, makes drift hit both alike; each round gives one head/base ratio per case
+and the verdict comes from those R paired ratios (``attnbench.paired``).
+
+How a session runs:
+1. Both refs are resolved and ``mechanisms/`` plus the repository's plugin packages that the suite's
+   mechanisms come from are exported at each (``attnbench.abtrees``); the harness is the running
+   one. A ref at HEAD with uncommitted changes to those paths is refused (they would be ignored).
+2. The suite (from the working tree) is validated against each side in an interpreter that imports
+   that side's tree (``attnbench.abprobe``): cases, analytic MACs/params, predicted skips.
+3. One worker process per side, of the same shape (threads, memory cap, imports), with its side's
+   tree first on ``sys.path``. Both are started and idle before anything is timed, only one of
+   them runs at a time, and both are replaced by fresh processes at every round. Why every round:
+   a process carries its own bias (memory layout, library caches): in one A/A measured here with
+   one long-lived worker per side, slide's latency differed by 51 % between two identical trees,
+   consistently in all 10 rounds. Fresh processes per round turn that bias into between-round
+   noise, which the interval sees, instead of a false regression. It costs two interpreter
+   start-ups (about 1.5 s each here) per round.
+4. Rounds: every round visits all cases in a fresh seeded random order; per case the side order
+   runs AB, BA, BA, AB, ... over rounds from a seeded random start (ABBA counterbalancing cancels a
+   linear drift and any first-measured advantage). The schedule is stored in ``schedule.csv``.
+   The suite's timing budget (``timing.min_run_time``) is split over the rounds, so a session
+   costs about two ordinary runs plus per-round warm-up. The first round also runs the suite's
+   other measuring metrics (memory...) on both sides.
+5. One run directory: ``results.csv`` with a row per case and side (label ``<label> [base]`` /
+   ``[head]``; with ``--variant`` the two labels themselves), ``samples.jsonl`` (blocks and round
+   medians), ``env.json`` (both commits, the seed), ``ab.csv`` (verdicts), ``ab.md`` (the report),
+   ``schedule.csv`` and, for an A/A session, ``calibration.csv``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from multiprocessing.connection import wait
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from . import UserError, devices, store
+from .case import Case
+from .executor import Outcome, _death, _Slot
+from .paired import min_rounds
+from .rounds import RoundCollector, round_budget
+from .stats import DEFAULT_CONFIDENCE, DEFAULT_THRESHOLD
+from .worker import Job, WorkerInit
+
+DEFAULT_ROUNDS = 10
+SIDES = ("base", "head")
+
+
+@dataclass
+class Side:
+    name: str  # "base" | "head"
+    ref: "Any"  # abtrees.Ref
+    tree: Path
+    probe: dict[str, Any] = field(default_factory=dict)
+    cases: list[Case] = field(default_factory=list)
+
+
+@dataclass
+class Pair:
+    """One compared case: the base side's case and the head side's, measured alternately."""
+
+    base: Case
+    head: Case
+    base_row: Case  # as stored (label suffixed with the side)
+    head_row: Case
+    failed: bool = False
+
+
+@dataclass
+class Session:
+    """Everything a finished ``ab`` session produced (what the report renders)."""
+
+    run_dir: Path
+    sides: dict[str, Side]
+    pairs: list[Pair]
+    rows: dict[str, dict[str, Any]]  # stored case key -> row
+    ratios: dict[int, list[float]]  # pair index -> per-round head/base ratios
+    only_base: list[Case]
+    only_head: list[Case]
+    rounds: int
+    seed: int
+    variant: tuple[str, str] | None
+    wall_s: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def same_code(self) -> bool:
+        return self.sides["base"].ref.commit == self.sides["head"].ref.commit and self.variant is None
+
+
+# ------------------------------------------------------------------------------------- schedule
+def make_schedule(n_pairs: int, rounds: int, seed: int) -> list[tuple[int, int, str]]:
+    """(round, pair index, side) in execution order: a seeded case order per round, ABBA per case."""
+    rng = np.random.default_rng(seed)
+    first = rng.integers(0, 2, size=n_pairs)  # 0: base first in round 0
+    out: list[tuple[int, int, str]] = []
+    for r in range(rounds):
+        flip = r % 4 in (1, 2)  # AB, BA, BA, AB, ...
+        for i in rng.permutation(n_pairs):
+            base_first = (first[i] == 0) != flip
+            order = SIDES if base_first else SIDES[::-1]
+            out += [(r, int(i), order[0]), (r, int(i), order[1])]
+    return out
+
+
+# -------------------------------------------------------------------------------------- workers
+class SideWorker:
+    """One worker process for one side; started ahead and waited for, so start-up is never timed."""
+
+    def __init__(self, init: WorkerInit, timeout_s: float) -> None:
+        self.init = init
+        self.timeout_s = timeout_s
+        self.slot: _Slot | None = None
+        self.ready = False
+        self._ctx = mp.get_context("spawn")
+
+    def launch(self) -> None:
+        """Spawn the process (it imports torch and the side's tree); ``start`` waits for it."""
+        if self.slot is None:
+            self.slot = _Slot(self._ctx, self.init, 10**9)
+            self.ready = False
+
+    def start(self) -> None:
+        self.launch()
+        if self.ready:
+            return
+        ready = wait([self.slot.conn, self.slot.proc.sentinel], timeout=600)
+        if self.slot.conn in ready:
+            try:
+                if self.slot.conn.recv() == "ready":
+                    self.ready = True
+                    return
+            except (EOFError, OSError):
+                pass
+        self.slot.proc.join(timeout=5)
+        status, reason = _death(self.slot.proc.exitcode, self.init.log_path)
+        self.close(kill=True)
+        raise UserError(f"a worker for {self.init.paths[0] if self.init.paths else 'this tree'} failed to start: "
+                        f"{reason}")
+
+    def run(self, job: Job) -> Outcome:
+        self.start()
+        slot = self.slot
+        started = time.monotonic()
+        try:
+            slot.conn.send(job)
+        except OSError:
+            pass
+        while True:
+            ready = wait([slot.conn, slot.proc.sentinel], timeout=max(0.05, self.timeout_s - (time.monotonic() - started)))
+            elapsed = time.monotonic() - started
+            if slot.conn in ready or slot.conn.poll():
+                try:
+                    res = slot.conn.recv()
+                except (EOFError, OSError):
+                    res = None
+                if isinstance(res, dict):
+                    if res["status"] != "ok":
+                        self.close(kill=True)  # a failure gets a fresh process, as in LocalExecutor
+                    return Outcome(res["status"], res["error"], res["columns"], res["samples"], res["wall_s"])
+            if not slot.proc.is_alive():
+                slot.proc.join(timeout=5)
+                status, reason = _death(slot.proc.exitcode, self.init.log_path)
+                self.close(kill=True)
+                return Outcome(status, reason, {}, {}, elapsed)
+            if elapsed > self.timeout_s:
+                self.close(kill=True)
+                return Outcome("timeout", f"case did not finish within limits.timeout_s={self.timeout_s:g} s; "
+                               "worker killed", {}, {}, elapsed)
+
+    def close(self, kill: bool = False) -> None:
+        if self.slot is None:
+            return
+        self.slot.kill() if kill else self.slot.stop()
+        self.slot = None
+
+
+# --------------------------------------------------------------------------------------- setup
+def _plugin_paths(repo: Path, modules: list[str]) -> tuple[list[str], list[str]]:
+    """Repository paths (top-level package or module) of plugin modules, and modules found outside it."""
+    import importlib
+
+    inside, outside = [], []
+    for name in modules:
+        mod = sys.modules.get(name) or importlib.import_module(name)
+        origin = Path(getattr(mod, "__file__", "") or "/").resolve()
+        try:
+            rel = origin.relative_to(repo)
+        except ValueError:
+            outside.append(name)
+            continue
+        inside.append(rel.parts[0])
+    return sorted(set(inside)), outside
+
+
+def _probe(side: Side, request: dict[str, Any], harness_root: Path, workdir: Path) -> dict[str, Any]:
+    req = workdir / f"probe-{side.name}.json"
+    res = workdir / f"probe-{side.name}.out.json"
+    req.write_text(json.dumps({**request, "tree": str(side.tree)}), encoding="utf-8")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(side.tree), str(harness_root), *filter(None, [env.get("PYTHONPATH")])])
+    proc = subprocess.run([sys.executable, "-m", "attnbench.abprobe", str(req), str(res)], cwd=side.tree, env=env,
+                          capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0 or not res.exists():
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise UserError(f"could not load the suite at {side.name} {side.ref.name!r} ({side.ref.short}): {tail}")
+    return json.loads(res.read_text(encoding="utf-8"))
+
+
+def _geometry(c: Case) -> tuple:
+    return (c.height, c.width, c.batch_size, c.dim, c.num_heads, c.dtype, c.device, c.mode, c.task)
+
+
+def pair_cases(base: list[Case], head: list[Case], variant: tuple[str, str] | None
+               ) -> tuple[list[tuple[Case, Case]], list[Case], list[Case]]:
+    """Match base and head cases: by case key (else by label and geometry); with a variant, label A's
+    cases against label B's at the same geometry."""
+    if variant:
+        a = {_geometry(c): c for c in base if c.label == variant[0]}
+        b = {_geometry(c): c for c in head if c.label == variant[1]}
+        for label, side in ((variant[0], a), (variant[1], b)):
+            if not side:
+                labels = sorted({c.label for c in base + head})
+                raise UserError(f"--variant: no case of the suite has the label {label!r}; labels: {', '.join(labels)}")
+        pairs = [(a[g], b[g]) for g in a if g in b]
+        return pairs, [a[g] for g in a if g not in b], [b[g] for g in b if g not in a]
+    head_by_key = {c.key(): c for c in head}
+    head_by_id = {(c.label, *_geometry(c)): c for c in head}
+    pairs, only_base, used = [], [], set()
+    for c in base:
+        h = head_by_key.get(c.key()) or head_by_id.get((c.label, *_geometry(c)))
+        if h is None or h.key() in used:
+            only_base.append(c)
+            continue
+        used.add(h.key())
+        pairs.append((c, h))
+    return pairs, only_base, [c for c in head if c.key() not in used]
+
+
+def check_args(rounds: int, threshold: float, confidence: float) -> None:
+    if not threshold >= 0:
+        raise UserError(f"--threshold {threshold}: give a non-negative fraction, e.g. 0.05 for 5 %")
+    if not 0.5 <= confidence < 1:
+        raise UserError(f"--confidence {confidence}: give a value in [0.5, 1), e.g. 0.95")
+    need = min_rounds(confidence)
+    if rounds < need:
+        raise UserError(f"--rounds {rounds}: the signed-rank interval needs at least {need} rounds at "
+                        f"{confidence:.0%} confidence; use --rounds {need} or more (default {DEFAULT_ROUNDS})")
+
+
+# ------------------------------------------------------------------------------------- session
+def run_session(base_ref: str, head_ref: str, suite_path: str | Path, *, rounds: int = DEFAULT_ROUNDS,
+                out: str | Path = "results", seed: int = 0, variant: tuple[str, str] | None = None,
+                imports: tuple[str, ...] = (), min_run_time: float | None = None, repo: str | Path = ".",
+                threshold: float = DEFAULT_THRESHOLD, confidence: float = DEFAULT_CONFIDENCE,
+                log: Callable[[str], None] = lambda s: None) -> Session:
+    """Run an A/B session and store it; returns the Session (``abreport`` turns it into verdicts)."""
+    import importlib
+
+    from . import abtrees
+    from .runner import matmul_peaks, worker_imports
+    from .suite import load_suite
+
+    check_args(rounds, threshold, confidence)
+    if min_run_time is not None and not min_run_time > 0:
+        raise UserError(f"--min-run-time {min_run_time}: give seconds > 0")
+    t0 = time.monotonic()
+    root = abtrees.repo_root(repo)
+    refs = {"base": abtrees.resolve(root, base_ref), "head": abtrees.resolve(root, head_ref)}
+    suite_path = Path(suite_path).resolve()
+    for name in imports:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise UserError(f"--import {name}: {exc}") from None
+    suite = load_suite(suite_path)  # the working tree's view: names the plugins to export
+    if "time" not in suite.metrics:
+        raise UserError(f"{suite_path}: ab compares latency, but the suite has no 'time' metric; add it to metrics:")
+    devs = devices.resolve_devices(suite.model.device, None)
+    plugin_modules = sorted(set(imports) | set(worker_imports(suite.expand(devs), suite.metrics)))
+    inside, outside = _plugin_paths(root, plugin_modules)
+    compared = sorted({"mechanisms", *inside})
+    abtrees.check_not_ignoring_changes(root, list(refs.values()), compared)
+    for ref in refs.values():
+        if not any(abtrees.exists_at(root, ref.commit, p) for p in compared):
+            raise UserError(f"ref {ref.name!r} ({ref.short}) has none of {', '.join(compared)}; nothing to compare there")
+
+    threads = suite.threads
+    dtypes = sorted({c.dtype for c in suite.expand(devs)} | {"float32"})
+    peaks = {d: matmul_peaks(d, dtypes, threads) for d in devs if devices.is_available(d)}
+    workdir = Path(tempfile.mkdtemp(prefix="attnbench-ab-"))
+    try:
+        sides: dict[str, Side] = {}
+        for name, ref in refs.items():
+            if name == "head" and ref.commit == refs["base"].commit:  # A/A or --variant on one ref: one tree
+                sides[name] = Side(name, ref, sides["base"].tree)
+                continue
+            sides[name] = Side(name, ref, workdir / name)
+            abtrees.export(root, ref.commit, compared, sides[name].tree)
+        harness_root = Path(__file__).resolve().parents[1]
+        request = {"suite": str(suite_path), "imports": plugin_modules, "devices": devs, "peaks": peaks}
+        for side in sides.values():
+            side.probe = _probe(side, {**request, "expect_mechanisms": (side.tree / "mechanisms").is_dir()},
+                                harness_root, workdir)
+            if "error" in side.probe:
+                raise UserError(f"suite {suite_path.name} does not validate at {side.name} {side.ref.name!r} "
+                                f"({side.ref.short}): {side.probe['error']}")
+            side.cases = [Case.from_dict(d) for d in side.probe["cases"]]
+        raw_pairs, only_base, only_head = pair_cases(sides["base"].cases, sides["head"].cases, variant)
+        if not raw_pairs:
+            raise UserError(f"base and head of {suite_path.name} have no case in common; nothing to compare")
+        pairs = [Pair(b, h, *_row_cases(b, h, variant)) for b, h in raw_pairs]
+        run_dir = store.create_run_dir(Path(out), f"{suite.name}-ab", devs[0],
+                                       sha=f"{refs['base'].short}-{refs['head'].short}")
+        env = devices.capture_env(devs[0], threads)
+        env.update({
+            "git_commit": refs["head"].short, "git_dirty": False, "matmul_peak_gflops": peaks.get(devs[0], {}),
+            "matmul_peak_gflops_by_device": peaks,
+            "ab": {"base_ref": refs["base"].name, "base_commit": refs["base"].commit, "head_ref": refs["head"].name,
+                   "head_commit": refs["head"].commit, "rounds": rounds, "seed": seed,
+                   "order": "seeded random case order per round; per case AB,BA,BA,AB,... from a seeded start",
+                   "variant": list(variant) if variant else None, "compared_paths": compared,
+                   "plugins_outside_repository": outside, "threshold": threshold, "confidence": confidence},
+        })
+        store.write_env(run_dir, env)
+        store.write_suite(run_dir, suite.as_dict())
+        session = _measure(suite, sides, pairs, run_dir, rounds=rounds, seed=seed, threads=threads, peaks=peaks,
+                           min_run_time=min_run_time, log=log)
+        session.only_base, session.only_head = only_base, only_head
+        session.variant = variant
+        if outside:
+            session.notes.append(f"plugin module(s) {', '.join(outside)} live outside this repository: the same "
+                                 "code on both sides")
+        session.wall_s = time.monotonic() - t0
+        return session
+    finally:
+        import shutil
+
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _row_cases(b: Case, h: Case, variant: tuple[str, str] | None) -> tuple[Case, Case]:
+    if variant:
+        return b, h
+    return replace(b, label=f"{b.label} [base]"), replace(h, label=f"{h.label} [head]")
+
+
+def _measure(suite: Any, sides: dict[str, Side], pairs: list[Pair], run_dir: Path, *, rounds: int, seed: int,
+             threads: int, peaks: dict[str, dict[str, float]], min_run_time: float | None,
+             log: Callable[[str], None]) -> Session:
+    from . import metrics as metric_registry
+
+    limits = suite.model.limits
+    first_metrics = [m for m in suite.metrics if metric_registry.get(m).runs_module]  # static ones came from the probe
+    grid_case = {c.key(): c for c in suite.expand(sorted({p.head.device for p in pairs}))}  # carry their grid's options
+    rows: dict[str, dict[str, Any]] = {}
+    collectors = {s: RoundCollector() for s in SIDES}
+    ratios: dict[int, list[float]] = {i: [] for i in range(len(pairs))}
+    round_median: dict[tuple[int, int, str], float] = {}
+    order = [p.base_row for p in pairs] + [p.head_row for p in pairs]
+    state_keys = [c.key() for c in order]
+
+    def flush() -> None:
+        store.write_results(run_dir, [rows[k] for k in state_keys if k in rows])
+
+    # Rows of cases that do not run: predicted skips on either side, and the analytic columns.
+    for i, p in enumerate(pairs):
+        for s, case, row_case in (("base", p.base, p.base_row), ("head", p.head, p.head_row)):
+            static = sides[s].probe["static"].get(case.key(), {})
+            skip = sides[s].probe["skips"].get(case.key())
+            rows[row_case.key()] = {"case_key": row_case.key(), **row_case.id_row(),
+                                    "status": skip[0] if skip else "pending", "error": skip[1] if skip else None,
+                                    "threads": threads, "wall_s": 0.0, **static}
+            if skip:
+                p.failed = True
+    flush()
+
+    def options(case: Case) -> dict[str, Any]:
+        opts = {m: (o.model_dump(mode="json") if o is not None else None)
+                for m, o in suite.metric_options_for(grid_case.get(case.key(), case)).items()}
+        opts["time"]["min_run_time"] = min_run_time or round_budget(opts["time"]["min_run_time"], rounds)
+        return opts
+
+    workers = {s: SideWorker(WorkerInit(threads=threads, max_memory_gb=limits.max_memory_gb,
+                                        imports=tuple(sides[s].probe.get("imports", [])),
+                                        log_path=str(run_dir / f"worker-{s}.log"), paths=(str(sides[s].tree),)),
+                             timeout_s=limits.timeout_s)
+               for s in SIDES}
+    schedule = make_schedule(len(pairs), rounds, seed)
+    store.atomic_write_text(run_dir / "schedule.csv", "position,round,case_key,side\n" + "".join(
+        f"{n},{r},{(pairs[i].base_row if s == 'base' else pairs[i].head_row).key()},{s}\n"
+        for n, (r, i, s) in enumerate(schedule)))
+    t0 = time.monotonic()
+    current_round = 0
+    try:
+        for r, i, s in schedule:
+            if r != current_round:
+                log(f"round {current_round + 1}/{rounds} done ({time.monotonic() - t0:.0f} s)")
+                current_round = r
+                for w in workers.values():  # fresh processes every round, both sides: see the module docstring
+                    w.close()
+            p = pairs[i]
+            if p.failed:
+                continue
+            for w in workers.values():  # both start together (nothing is timed meanwhile) ...
+                w.launch()
+            for w in workers.values():  # ... and are idle and ready before anything is timed
+                w.start()
+            case, row_case = (p.base, p.base_row) if s == "base" else (p.head, p.head_row)
+            metrics = first_metrics if r == 0 else ["time"]
+            job = Job(case=case.to_dict(), metrics=metrics, options=options(case),
+                      env={"matmul_peak_gflops": peaks.get(case.device, {})})
+            outcome = workers[s].run(job)
+            row = rows[row_case.key()]
+            if outcome.status != "ok":
+                p.failed = True
+                row.update({**outcome.columns, "status": outcome.status,
+                            "error": (f"round {r + 1}: " if r else "") + str(outcome.error)})
+                flush()
+                continue
+            cols, samples = collectors[s].add(row_case.key(), outcome.columns, outcome.samples)
+            row.update({**cols, "status": "ok", "error": None, "wall_s": round(float(row.get("wall_s") or 0)
+                                                                             + outcome.wall_s, 3)})
+            round_median[(r, i, s)] = float(np.median(outcome.samples.get("latency_ms") or [math.nan]))
+            other = "head" if s == "base" else "base"
+            if (r, i, other) in round_median:
+                ratios[i].append(round_median[(r, i, "head")] / round_median[(r, i, "base")])
+            flush()
+        log(f"round {rounds}/{rounds} done ({time.monotonic() - t0:.0f} s)")
+    finally:
+        for w in workers.values():
+            w.close()
+    for s, coll in collectors.items():  # final samples: every block and the round medians, once per case
+        for p in pairs:
+            row_case = p.base_row if s == "base" else p.head_row
+            cols, samples = coll.snapshot(row_case.key())
+            if samples:
+                store.append_samples(run_dir, row_case.key(), row_case.label, samples)
+    for row in rows.values():
+        if row["status"] == "pending":
+            row["status"], row["error"] = "error", "not measured: the other side of this case failed first"
+    flush()
+    return Session(run_dir=run_dir, sides=sides, pairs=pairs, rows=rows, ratios=ratios, only_base=[], only_head=[],
+                   rounds=rounds, seed=seed, variant=None, wall_s=0.0)

@@ -1,0 +1,228 @@
+"""The paired verdict of ``attnbench ab`` on synthetic ratios: exact values, then its error rates.
+
+Independent brute-force computations (Walsh averages by itertools, the signed-rank distribution by
+enumerating sign patterns, scipy's Wilcoxon and Welch tests) are the references.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from attnbench.ab import make_schedule, pair_cases
+from attnbench.paired import (compare_rounds, detectable_slowdown, interval_rank, min_rounds, paired_verdict,
+                              robust_sd, signed_rank_null, signed_rank_p)
+from attnbench import UserError
+from synthetic_runs import case
+
+
+def brute_null(n: int) -> list[int]:
+    counts = [0] * (n * (n + 1) // 2 + 1)
+    for signs in itertools.product((0, 1), repeat=n):
+        counts[sum(r for r, s in zip(range(1, n + 1), signs) if s)] += 1
+    return counts
+
+
+def brute_walsh(d) -> list[float]:
+    return sorted((a + b) / 2 for a, b in itertools.combinations_with_replacement(d, 2))
+
+
+@pytest.mark.parametrize("n", [1, 3, 6, 9])
+def test_signed_rank_null_matches_enumeration(n):
+    assert list(signed_rank_null(n)) == brute_null(n)
+
+
+def test_interval_rank_and_minimum_rounds():
+    # t = largest value with P(T+ <= t) <= 2.5 %: n=8 -> 3 (5/256 <= .025 < 7/256), n=10 -> 8
+    assert interval_rank(8, 0.95) == 3
+    assert interval_rank(10, 0.95) == 8
+    assert interval_rank(5, 0.95) is None  # 1/32 > 2.5 %
+    assert min_rounds(0.95) == 6
+    assert min_rounds(0.90) == 5
+
+
+def test_signed_rank_p_matches_scipy_exact():
+    d = [0.031, -0.012, 0.054, 0.021, 0.008, -0.004, 0.043, 0.017, 0.026, -0.019]
+    assert signed_rank_p(d) == pytest.approx(sps.wilcoxon(d, method="exact").pvalue, abs=1e-12)
+    assert signed_rank_p([0.1] * 0 + [0.05, 0.06, 0.07, 0.08, 0.09, 0.1, 0.11, 0.12]) == pytest.approx(2 / 256)
+
+
+def test_paired_verdict_regression_exact_values():
+    d = [0.10, 0.12, 0.08, 0.11, 0.09, 0.105, 0.13, 0.07]
+    est = paired_verdict(np.exp(d), threshold=0.05)
+    w = brute_walsh(d)
+    assert est.ratio == pytest.approx(math.exp(np.median(w)), rel=1e-12)
+    assert est.ci_low == pytest.approx(math.exp(w[3]), rel=1e-12)  # (t+1)-th smallest, t = 3
+    assert est.ci_high == pytest.approx(math.exp(w[-4]), rel=1e-12)
+    assert est.p_value == pytest.approx(2 / 256)
+    assert est.verdict == "regression"
+    assert est.n_base == est.n_new == 8
+    assert np.median(w) == pytest.approx(0.10)
+    assert est.reason == "slower by 10.5%, 95% CI [1.083, 1.127] (8 paired rounds, signed-rank p=0.0078)"
+
+
+def test_paired_verdict_improvement_is_the_mirror():
+    d = [-0.10, -0.12, -0.08, -0.11, -0.09, -0.105, -0.13, -0.07]
+    est = paired_verdict(np.exp(d), threshold=0.05)
+    assert est.verdict == "improvement"
+    assert est.ratio == pytest.approx(math.exp(np.median(brute_walsh(d))), rel=1e-12)
+    assert est.ci_high < 1
+
+
+def test_paired_verdict_noise_is_unchanged_and_big_noisy_change_inconclusive():
+    quiet = paired_verdict(np.exp([0.01, -0.02, 0.015, -0.005, 0.0, 0.02, -0.01, 0.005]), threshold=0.05)
+    assert quiet.verdict == "unchanged"
+    assert quiet.ci_low < 1 < quiet.ci_high
+    noisy = paired_verdict(np.exp([0.3, -0.2, 0.25, 0.2, -0.15, 0.35, 0.1, -0.1]), threshold=0.05)
+    assert noisy.ratio > 1.05 and noisy.ci_low < 1
+    assert noisy.verdict == "inconclusive"
+    assert "contains 1" in noisy.reason
+
+
+def test_paired_verdict_too_few_rounds_says_how_many():
+    est = paired_verdict(np.exp([0.5] * 5), threshold=0.05)
+    assert est.verdict == "inconclusive"
+    assert est.reason == "5 rounds cannot give a 95% interval; use at least 6 rounds"
+    assert est.ratio == pytest.approx(math.exp(0.5))
+
+
+def test_paired_verdict_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="threshold must be >= 0"):
+        paired_verdict([1.0] * 8, threshold=-0.1)
+    with pytest.raises(ValueError, match="confidence must lie in"):
+        paired_verdict([1.0] * 8, confidence=1.0)
+
+
+def test_error_rates_on_synthetic_rounds():
+    """3 % lognormal noise per round ratio, 10 rounds: A/A false alarms <= 1 %, a 10 % slowdown caught >= 99 %."""
+    rng = np.random.default_rng(0)
+    trials, rounds, sigma = 2000, 10, 0.03
+    noise = rng.normal(0.0, sigma, size=(trials, rounds))
+    aa = [paired_verdict(np.exp(row), threshold=0.03).verdict for row in noise]
+    slow = [paired_verdict(np.exp(row + math.log(1.10)), threshold=0.03).verdict for row in noise]
+    assert sum(v == "regression" for v in aa) / trials <= 0.01
+    assert sum(v == "regression" for v in slow) / trials >= 0.99
+
+
+def test_compare_rounds_is_welch_on_log_round_medians():
+    base, new = [1.00, 1.10, 1.05, 0.98], [1.20, 1.25, 1.30]
+    est = compare_rounds(base, new, threshold=0.05)
+    ref = sps.ttest_ind(np.log(new), np.log(base), equal_var=False)
+    assert est.p_value == pytest.approx(ref.pvalue, rel=1e-9)
+    assert est.ratio == pytest.approx(math.exp(np.mean(np.log(new)) - np.mean(np.log(base))), rel=1e-12)
+    ci = ref.confidence_interval(0.95)
+    assert (est.ci_low, est.ci_high) == pytest.approx((math.exp(ci.low), math.exp(ci.high)), rel=1e-9)
+    assert est.verdict == "regression"
+    assert compare_rounds([1.0], [2.0]).reason == "fewer than 2 rounds on a side"
+
+
+def test_detectable_slowdown_formula():
+    d = [-0.04, -0.02, -0.01, 0.0, 0.0, 0.01, 0.02, 0.04, 0.03, -0.03]
+    sigma = 1.4826 * np.median(np.abs(np.asarray(d) - np.median(d)))
+    assert robust_sd(d) == pytest.approx(sigma)
+    se = math.sqrt(math.pi / 3) * sigma / math.sqrt(10)
+    half = sps.t.ppf(0.975, 9) * se
+    z = sps.norm.ppf(0.95)
+    assert detectable_slowdown(d, threshold=0.0) == pytest.approx(math.expm1(half + z * se))
+    assert detectable_slowdown(d, threshold=0.05) == pytest.approx(math.expm1(math.log(1.05) + z * se))
+    assert detectable_slowdown(np.asarray(d) * 2, threshold=0.0) > detectable_slowdown(d, threshold=0.0)
+
+
+def test_schedule_alternates_sides_abba_and_is_seeded():
+    sched = make_schedule(5, 8, seed=3)
+    assert sched == make_schedule(5, 8, seed=3)
+    assert sched != make_schedule(5, 8, seed=4)
+    assert len(sched) == 5 * 8 * 2
+    for r in range(8):
+        in_round = [(i, s) for rr, i, s in sched if rr == r]
+        assert sorted(in_round) == sorted((i, s) for i in range(5) for s in ("base", "head"))
+    for i in range(5):
+        firsts = [next(s for rr, ii, s in sched if rr == r and ii == i) for r in range(8)]
+        a = firsts[0]
+        b = "head" if a == "base" else "base"
+        assert firsts == [a, b, b, a, a, b, b, a]  # ABBA over rounds
+    orders = {tuple(i for rr, i, s in sched if rr == r and s == "base") for r in range(8)}
+    assert len(orders) > 1  # the case order changes between rounds
+
+
+def test_pair_cases_by_key_and_by_variant():
+    base = [case("global", 14), case("swin", 14), case("axial", 14)]
+    head = [case("global", 14), case("swin", 14), case("pale", 14)]
+    pairs, only_b, only_h = pair_cases(base, head, None)
+    assert [(b.label, h.label) for b, h in pairs] == [("global", "global"), ("swin", "swin")]
+    assert [c.label for c in only_b] == ["axial"] and [c.label for c in only_h] == ["pale"]
+    cases = [case("native", 14, mechanism="global"), case("flex", 14, mechanism="global"),
+             case("native", 28, mechanism="global")]
+    pairs, only_b, only_h = pair_cases(cases, cases, ("native", "flex"))
+    assert [(b.label, h.label, b.height) for b, h in pairs] == [("native", "flex", 14)]
+    assert [c.height for c in only_b] == [28] and only_h == []
+    with pytest.raises(UserError, match="--variant: no case of the suite has the label 'sdpa'"):
+        pair_cases(cases, cases, ("native", "sdpa"))
+
+
+def _session(tmp_path, same_code: bool, ratios: dict[str, list[float]]):
+    """A finished ab Session built by hand: what abreport turns into verdicts, without measuring."""
+    from dataclasses import replace
+
+    from attnbench.ab import Pair, Session, Side
+    from attnbench.abtrees import Ref
+
+    base_ref = Ref("main", "a" * 40)
+    head_ref = base_ref if same_code else Ref("HEAD", "b" * 40)
+    sides = {"base": Side("base", base_ref, tmp_path), "head": Side("head", head_ref, tmp_path)}
+    pairs, rows = [], {}
+    for label in ratios:
+        c = case(label, 14)
+        p = Pair(c, c, replace(c, label=f"{label} [base]"), replace(c, label=f"{label} [head]"))
+        pairs.append(p)
+        for row_case, lat in ((p.base_row, 1.0), (p.head_row, float(np.median(ratios[label])))):
+            rows[row_case.key()] = {"case_key": row_case.key(), **row_case.id_row(), "status": "ok", "error": None,
+                                    "latency_ms": lat, "macs": 1000, "params": 10}
+    return Session(run_dir=tmp_path, sides=sides, pairs=pairs, rows=rows,
+                   ratios={i: ratios[label] for i, label in enumerate(ratios)}, only_base=[], only_head=[],
+                   rounds=8, seed=0, variant=None, wall_s=12.0)
+
+
+def test_abreport_verdicts_exit_code_and_files(tmp_path):
+    from attnbench import abreport
+
+    slow = list(np.exp([0.10, 0.12, 0.08, 0.11, 0.09, 0.105, 0.13, 0.07]))
+    same = list(np.exp([0.01, -0.02, 0.015, -0.005, 0.0, 0.02, -0.01, 0.005]))
+    session = _session(tmp_path, same_code=False, ratios={"swin": slow, "axial": same})
+    comp = abreport.findings(session, threshold=0.05, confidence=0.95)
+    lat = {f.case: f.verdict for f in comp.findings if f.metric == "latency_ms"}
+    assert lat == {"swin 14x14 float32 forward": "regression", "axial 14x14 float32 forward": "unchanged"}
+    assert {f.metric for f in comp.findings} == {"latency_ms", "macs", "params"}
+    assert comp.exit_code == 1
+    text = abreport.render(session, comp, "text")
+    assert text.startswith("attnbench ab: base main (aaaaaaa) vs head HEAD (bbbbbbb); 2 cases x 8 rounds in 12 s")
+    assert "Calibration" not in text
+    abreport.write(session, comp)
+    assert pd.read_csv(tmp_path / "ab.csv")["verdict"].tolist()[0] == "regression"
+    assert (tmp_path / "ab.md").read_text().startswith("_attnbench ab: base main (aaaaaaa)")
+    assert not (tmp_path / "calibration.csv").exists()
+
+
+def test_abreport_calibration_of_an_aa_session(tmp_path):
+    from attnbench import abreport
+
+    quiet = list(np.exp([0.01, -0.02, 0.015, -0.005, 0.0, 0.02, -0.01, 0.005]))
+    odd = list(np.exp([0.06, 0.07, 0.065, 0.055, 0.08, 0.06, 0.075, 0.07]))  # a false alarm
+    session = _session(tmp_path, same_code=True, ratios={"global": quiet, "pale": odd})
+    comp = abreport.findings(session, threshold=0.05, confidence=0.95)
+    frame, summary = abreport.calibration(session, comp)
+    assert summary["flagged"] == 1 and summary["cases"] == 2 and summary["rate"] == 0.5
+    hl = math.exp(np.median(brute_walsh(np.log(odd))))
+    assert summary["largest_change"] == pytest.approx(hl - 1)
+    assert summary["suggested_threshold"] == math.ceil((hl - 1) * 200) / 200
+    row = frame.set_index("case").loc["global 14x14 float32 forward"]
+    assert row["detectable_at_threshold"] == pytest.approx(detectable_slowdown(np.log(quiet), threshold=0.05))
+    text = abreport.render(session, comp, "md")
+    assert "### Calibration (A/A: the same commit on both sides)" in text
+    assert "False alarms: 1 of 2 cases (50.0%) flagged at threshold 5.0%." in text
+    abreport.write(session, comp)
+    assert len(pd.read_csv(tmp_path / "calibration.csv")) == 2
