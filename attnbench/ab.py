@@ -359,6 +359,43 @@ def _row_cases(b: Case, h: Case, variant: tuple[str, str] | None) -> tuple[Case,
     return replace(b, label=f"{b.label} [base]"), replace(h, label=f"{h.label} [head]")
 
 
+def _initial_rows(sides: dict[str, Side], pairs: list[Pair], threads: int) -> dict[str, dict[str, Any]]:
+    """A row per case and side before anything runs: predicted skips on either side (which end the
+    pair), the analytic columns from the probe, and ``pending`` for what will be measured."""
+    rows: dict[str, dict[str, Any]] = {}
+    for p in pairs:
+        for s, case, row_case in (("base", p.base, p.base_row), ("head", p.head, p.head_row)):
+            static = sides[s].probe["static"].get(case.key(), {})
+            skip = sides[s].probe["skips"].get(case.key())
+            rows[row_case.key()] = {"case_key": row_case.key(), **row_case.id_row(),
+                                    "status": skip[0] if skip else "pending", "error": skip[1] if skip else None,
+                                    "threads": threads, "wall_s": 0.0, **static}
+            if skip:
+                p.failed = True
+    return rows
+
+
+def _write_schedule(run_dir: Path, schedule: list[tuple[int, int, str]], pairs: list[Pair]) -> None:
+    """schedule.csv: the order the session measured in (round, case, side), so it can be audited."""
+    store.atomic_write_text(run_dir / "schedule.csv", "position,round,case_key,side\n" + "".join(
+        f"{n},{r},{(pairs[i].base_row if s == 'base' else pairs[i].head_row).key()},{s}\n"
+        for n, (r, i, s) in enumerate(schedule)))
+
+
+def _finish_rows(run_dir: Path, collectors: dict[str, Any], pairs: list[Pair], rows: dict[str, dict[str, Any]]) -> None:
+    """Append each case's samples once (every block and the round medians) and close the rows of
+    cases whose other side failed before they were measured."""
+    for s, coll in collectors.items():
+        for p in pairs:
+            row_case = p.base_row if s == "base" else p.head_row
+            _, samples = coll.snapshot(row_case.key())
+            if samples:
+                store.append_samples(run_dir, row_case.key(), row_case.label, samples)
+    for row in rows.values():
+        if row["status"] == "pending":
+            row["status"], row["error"] = "error", "not measured: the other side of this case failed first"
+
+
 def _measure(suite: Any, sides: dict[str, Side], pairs: list[Pair], run_dir: Path, *, rounds: int, seed: int,
              threads: int, peaks: dict[str, dict[str, float]], min_run_time: float | None,
              log: Callable[[str], None]) -> Session:
@@ -377,16 +414,7 @@ def _measure(suite: Any, sides: dict[str, Side], pairs: list[Pair], run_dir: Pat
     def flush() -> None:
         store.write_results(run_dir, [rows[k] for k in state_keys if k in rows])
 
-    # Rows of cases that do not run: predicted skips on either side, and the analytic columns.
-    for i, p in enumerate(pairs):
-        for s, case, row_case in (("base", p.base, p.base_row), ("head", p.head, p.head_row)):
-            static = sides[s].probe["static"].get(case.key(), {})
-            skip = sides[s].probe["skips"].get(case.key())
-            rows[row_case.key()] = {"case_key": row_case.key(), **row_case.id_row(),
-                                    "status": skip[0] if skip else "pending", "error": skip[1] if skip else None,
-                                    "threads": threads, "wall_s": 0.0, **static}
-            if skip:
-                p.failed = True
+    rows.update(_initial_rows(sides, pairs, threads))
     flush()
 
     def options(case: Case) -> dict[str, Any]:
@@ -401,9 +429,7 @@ def _measure(suite: Any, sides: dict[str, Side], pairs: list[Pair], run_dir: Pat
                              timeout_s=limits.timeout_s)
                for s in SIDES}
     schedule = make_schedule(len(pairs), rounds, seed)
-    store.atomic_write_text(run_dir / "schedule.csv", "position,round,case_key,side\n" + "".join(
-        f"{n},{r},{(pairs[i].base_row if s == 'base' else pairs[i].head_row).key()},{s}\n"
-        for n, (r, i, s) in enumerate(schedule)))
+    _write_schedule(run_dir, schedule, pairs)
     t0 = time.monotonic()
     current_round = 0
     try:
@@ -444,15 +470,7 @@ def _measure(suite: Any, sides: dict[str, Side], pairs: list[Pair], run_dir: Pat
     finally:
         for w in workers.values():
             w.close()
-    for s, coll in collectors.items():  # final samples: every block and the round medians, once per case
-        for p in pairs:
-            row_case = p.base_row if s == "base" else p.head_row
-            cols, samples = coll.snapshot(row_case.key())
-            if samples:
-                store.append_samples(run_dir, row_case.key(), row_case.label, samples)
-    for row in rows.values():
-        if row["status"] == "pending":
-            row["status"], row["error"] = "error", "not measured: the other side of this case failed first"
+    _finish_rows(run_dir, collectors, pairs, rows)
     flush()
     return Session(run_dir=run_dir, sides=sides, pairs=pairs, rows=rows, ratios=ratios, only_base=[], only_head=[],
                    rounds=rounds, seed=seed, variant=None, wall_s=0.0)

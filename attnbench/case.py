@@ -11,11 +11,10 @@ from typing import Any, Literal
 
 import torch
 
-from .results_schema import ID_COLUMNS, default_form, identity_key
+from .results_schema import ID_COLUMNS, default_form, identity_key, normalized_form
 
 Mode = Literal["forward", "train"]
 Form = Literal["deploy", "train"]
-FORMS: tuple[str, ...] = ("deploy", "train")
 
 DTYPES: dict[str, torch.dtype] = {
     "float64": torch.float64,
@@ -38,8 +37,24 @@ def freeze_options(options: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
 
 
 
+class MeasuresForm:
+    """What a layer case and a whole-backbone case share about the form they measure: ``form`` is
+    checked and the mode's default spelled None (one case, one identity), ``resolved_form`` says
+    which form runs (``deploy``: ``AttentionBase.deploy()``, as served; ``train``)."""
+
+    form: str | None
+    mode: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "form", normalized_form(self.form, self.mode))
+
+    @property
+    def resolved_form(self) -> str:
+        return self.form or default_form(self.mode)
+
+
 @dataclass(frozen=True)
-class Case:
+class Case(MeasuresForm):
     mechanism: str
     label: str
     options: tuple[tuple[str, Any], ...]  # sorted (name, value) pairs passed to mechanisms.build
@@ -57,19 +72,6 @@ class Case:
     # The metric options of the suite grid this case came from ({metric: Options}); not part of the
     # case's identity, and not sent to workers (a Job carries them as plain dicts).
     metric_options: dict[str, Any] | None = field(default=None, compare=False, hash=False, repr=False)
-
-    def __post_init__(self) -> None:
-        if self.form is not None and self.form not in FORMS:
-            raise ValueError(f"form must be one of {list(FORMS)} or None, got {self.form!r}")
-        if self.form == "deploy" and self.mode == "train":
-            raise ValueError("form 'deploy' is the inference form; mode 'train' measures the training form")
-        if self.form == default_form(self.mode):  # one case, one identity: the default is spelled None
-            object.__setattr__(self, "form", None)
-
-    @property
-    def resolved_form(self) -> str:
-        """The form that runs: ``deploy`` or ``train``."""
-        return self.form or default_form(self.mode)
 
     @property
     def tokens(self) -> int:

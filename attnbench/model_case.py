@@ -22,12 +22,11 @@ from typing import Any
 
 import torch
 
-from .case import DTYPES, Case, Mode, freeze_options
-from .results_schema import default_form
+from .case import DTYPES, Case, MeasuresForm, Mode, freeze_options
 
 
 @dataclass(frozen=True)
-class ModelCase:
+class ModelCase(MeasuresForm):
     """One backbone at one image size, batch, dtype, device and mode."""
 
     model: str  # a name of mechanisms.backbones.available()
@@ -45,19 +44,6 @@ class ModelCase:
     form: str | None = None  # None: the mode's default (deploy for forward, train for train), as Case.form
     # The metric options of the grid that produced this case (as Case.metric_options).
     metric_options: dict[str, Any] | None = field(default=None, compare=False, hash=False, repr=False)
-
-    def __post_init__(self) -> None:
-        if self.form is not None and self.form not in ("deploy", "train"):
-            raise ValueError(f"form must be 'deploy', 'train' or None, got {self.form!r}")
-        if self.form == "deploy" and self.mode == "train":
-            raise ValueError("form 'deploy' is the inference form; mode 'train' measures the training form")
-        if self.form == default_form(self.mode):  # one case, one identity: the default is spelled None
-            object.__setattr__(self, "form", None)
-
-    @property
-    def resolved_form(self) -> str:
-        """The form that runs: ``deploy`` (every attention block's ``deploy()``, as served) or ``train``."""
-        return self.form or default_form(self.mode)
 
     # ------------------------------------------------------------------ what metrics read from a case
     @property

@@ -82,6 +82,19 @@ LEADING_COLUMNS = (CASE_KEY, *ID_COLUMNS, STATUS, ERROR, THREADS, WALL_S)
 STATUSES = ("ok", "oom", "unsupported", "timeout", "error")
 
 
+FORMS: tuple[str, ...] = ("deploy", "train")
+
+
+def normalized_form(form: str | None, mode: str) -> str | None:
+    """A case's form, checked, with the mode's default spelled None (one case, one identity: a row
+    stored before forms existed keeps its key). Layer cases and whole-backbone cases share it."""
+    if form is not None and form not in FORMS:
+        raise ValueError(f"form must be one of {list(FORMS)} or None, got {form!r}")
+    if form == "deploy" and mode == "train":
+        raise ValueError("form 'deploy' is the inference form; mode 'train' measures the training form")
+    return None if form == default_form(mode) else form
+
+
 def default_form(mode: str | None) -> str:
     """The form a mode measures unless a suite asks otherwise: inference serves the deploy form
     (``AttentionBase.deploy()``, e.g. Slide's merged conv), training trains the training form."""

@@ -203,19 +203,10 @@ def run_suite(suite: Suite, out: Path | str = "results", device: str | None = No
         return _run_suite(suite, out, device, resume, console, executor)
 
 
-def _run_suite(suite: Suite, out: Path | str = "results", device: str | None = None, resume: Path | str | None = None,
-               console: Console | None = None, executor: Any = None) -> Path:
-    console = console or make_console(stderr=True)
-    remote = bool(getattr(executor, "checks_devices_remotely", False))  # Slurm: the devices are on the nodes
-    if remote:
-        devs = executor.resolve_devices(suite.model.device, device)
-    else:
-        devs = devices.resolve_devices(suite.model.device, device)
-    cases = suite.expand(devs)
-    threads = suite.threads
-    dtypes = sorted({c.dtype for c in cases} | {"float32"})
-    run_dir = prepare_run_dir(suite, Path(out), devs[0], Path(resume) if resume else None)
-
+def _record_environment(suite: Suite, run_dir: Path, devs: list[str], dtypes: list[str], threads: int,
+                        resume: bool) -> dict[str, dict[str, float]]:
+    """Measure (or, on resume, complete) the matmul peaks of every device and write env.json and
+    suite.yaml; returns the peaks ({device: {dtype: GFLOP/s}}), measured once per run, in the parent."""
     env = store.read_env(run_dir) if resume else {}
     peaks: dict[str, dict[str, float]] = dict(env.get("matmul_peak_gflops_by_device") or {})
     for dev in devs:
@@ -231,6 +222,54 @@ def _run_suite(suite: Suite, out: Path | str = "results", device: str | None = N
     env["matmul_peak_gflops_by_device"] = peaks
     store.write_env(run_dir, env)
     store.write_suite(run_dir, suite.as_dict())
+    return peaks
+
+
+def _executor_for(suite: Suite, executor: Any, run_dir: Path, to_run: list[Case], threads: int,
+                  console: Console) -> Any:
+    """The executor that measures the cases: the caller's (bound to this run when it needs it, as the
+    submitit job array does), or local worker processes."""
+    limits = suite.model.limits
+    init = WorkerInit(threads=threads, max_memory_gb=limits.max_memory_gb, imports=worker_imports(to_run, suite.metrics),
+                      log_path=str(run_dir / "worker.log"))
+    if hasattr(executor, "bind"):
+        return executor.bind(init=init, run_dir=run_dir, suite=suite, console=console)
+    return executor or LocalExecutor(init, workers=suite.model.workers, timeout_s=limits.timeout_s,
+                                     jobs_per_worker=suite.model.cases_per_worker)
+
+
+def _write_skipped(state: "RunState", suite: Suite, todo: list[Case], the_plan: Plan, threads: int) -> list[Case]:
+    """Write the row of every case the plan skips (with the costs known from shapes, unless the case
+    cannot run here at all); returns the cases left to run, in order."""
+    for case in todo:
+        if case.key() in the_plan.skips:
+            status, reason = the_plan.skips[case.key()]
+            state.add(case, status, reason, threads, 0.0,
+                      static_columns(suite, case) if status != "unsupported" else {})
+    state.flush()
+    return [c for c in todo if c.key() not in the_plan.skips]
+
+
+def _stop_interrupted(console: Console, suite: Suite, run_dir: Path) -> None:
+    console.print(f"[red]interrupted[/red]: finished rows are in {run_dir / store.RESULTS_CSV}; continue with\n"
+                  f"  attnbench run {suite.path or '<suite>'} --resume {run_dir}")
+    raise KeyboardInterrupt
+
+
+def _run_suite(suite: Suite, out: Path | str = "results", device: str | None = None, resume: Path | str | None = None,
+               console: Console | None = None, executor: Any = None) -> Path:
+    console = console or make_console(stderr=True)
+    remote = bool(getattr(executor, "checks_devices_remotely", False))  # Slurm: the devices are on the nodes
+    if remote:
+        devs = executor.resolve_devices(suite.model.device, device)
+    else:
+        devs = devices.resolve_devices(suite.model.device, device)
+    cases = suite.expand(devs)
+    threads = suite.threads
+    dtypes = sorted({c.dtype for c in cases} | {"float32"})
+    run_dir = prepare_run_dir(suite, Path(out), devs[0], Path(resume) if resume else None)
+
+    peaks = _record_environment(suite, run_dir, devs, dtypes, threads, bool(resume))
 
     say = lambda msg: console.print(msg, style="yellow", markup=False, soft_wrap=True)  # noqa: E731
     existing = resumable_rows(run_dir, say) if resume else {}
@@ -238,22 +277,10 @@ def _run_suite(suite: Suite, out: Path | str = "results", device: str | None = N
     existing = {k: r for k, r in existing.items() if not lost_row(r)}  # cases a dead job never ran: again
     todo = [c for c in cases if c.key() not in existing]
     the_plan = plan(suite, todo, peaks, check_devices=not remote)
-    for case in todo:
-        if case.key() in the_plan.skips:
-            status, reason = the_plan.skips[case.key()]
-            cols = static_columns(suite, case) if status != "unsupported" else {}
-            state.add(case, status, reason, threads, 0.0, cols)
-    state.flush()
-    to_run = [c for c in todo if c.key() not in the_plan.skips]
+    to_run = _write_skipped(state, suite, todo, the_plan, threads)
 
     limits = suite.model.limits
-    init = WorkerInit(threads=threads, max_memory_gb=limits.max_memory_gb, imports=worker_imports(to_run, suite.metrics),
-                      log_path=str(run_dir / "worker.log"))
-    if hasattr(executor, "bind"):  # an executor that needs the run (the submitit job array)
-        runner = executor.bind(init=init, run_dir=run_dir, suite=suite, console=console)
-    else:
-        runner = executor or LocalExecutor(init, workers=suite.model.workers, timeout_s=limits.timeout_s,
-                                           jobs_per_worker=suite.model.cases_per_worker)
+    runner = _executor_for(suite, executor, run_dir, to_run, threads, console)
     rounds = int(getattr(suite.metric_options.get("time"), "rounds", 1))
     collector = RoundCollector()
 
@@ -318,9 +345,7 @@ def _run_suite(suite: Suite, out: Path | str = "results", device: str | None = N
             interrupted = True
     state.flush()
     if interrupted:
-        console.print(f"[red]interrupted[/red]: finished rows are in {run_dir / store.RESULTS_CSV}; continue with\n"
-                      f"  attnbench run {suite.path or '<suite>'} --resume {run_dir}")
-        raise KeyboardInterrupt
+        _stop_interrupted(console, suite, run_dir)
     return run_dir
 
 

@@ -83,22 +83,28 @@ def unregister(name: str) -> None:
     _REGISTRY.pop(name, None)
 
 
+def load_plugins(group: str, register_one: Callable[[str, Any], None], errors: dict[str, str]) -> None:
+    """Import every entry point of ``group`` and hand ``(name, object)`` to ``register_one``. A plugin
+    that fails to import or to register is recorded in ``errors`` (and named when asked for), never
+    raised: a broken plugin must not break the built-ins. The metric registry uses it too."""
+    for ep in metadata.entry_points(group=group):
+        try:
+            register_one(ep.name, ep.load())
+        except Exception as exc:  # noqa: BLE001 - any plugin failure becomes a message
+            errors[ep.name] = f"{type(exc).__name__}: {exc}"
+
+
+def _register_plugin(name: str, obj: Any) -> None:
+    if isinstance(obj, type) and obj not in _REGISTRY.values():  # a module registers on import instead
+        register(name)(obj)
+
+
 def _load_entry_points() -> None:
     global _entry_points_loaded
     if _entry_points_loaded:
         return
     _entry_points_loaded = True
-    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            obj = ep.load()
-        except Exception as exc:  # a broken plugin must not break the built-in mechanisms
-            _entry_point_errors[ep.name] = f"{type(exc).__name__}: {exc}"
-            continue
-        if isinstance(obj, type) and obj not in _REGISTRY.values():
-            try:
-                register(ep.name)(obj)
-            except (TypeError, ValueError) as exc:  # a plugin that breaks the contract is reported by get()
-                _entry_point_errors[ep.name] = str(exc)
+    load_plugins(ENTRY_POINT_GROUP, _register_plugin, _entry_point_errors)
 
 
 def _ensure_builtins() -> None:

@@ -9,6 +9,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+HELPERS = REPO / "tests" / "helpers"  # importable test-only modules (workers import some of them by name)
+if str(HELPERS) not in sys.path:
+    sys.path.insert(0, str(HELPERS))
 
 torch.set_num_threads(1)
 

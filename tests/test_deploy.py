@@ -13,14 +13,9 @@ from attnbench.metrics import MetricContext, fidelity, params
 from attnbench.metrics.flops import analytic_macs
 from attnbench.suite import validate_suite
 from mechanisms.reference import reference_forward
+from perturb import perturbed
 
 
-def _perturbed(attn):
-    with torch.no_grad():
-        for p in attn.parameters():
-            if p.requires_grad:
-                p.add_(0.2 * torch.randn_like(p))
-    return attn
 
 
 def _case(mechanism="slide", mode="forward", form=None, **kw):
@@ -33,7 +28,7 @@ def _case(mechanism="slide", mode="forward", form=None, **kw):
 @pytest.mark.parametrize("H,W", [(8, 8), (5, 9), (1, 4)])
 def test_deployed_slide_equals_training_slide_in_float64(deformable, H, W):
     torch.manual_seed(0)
-    attn = _perturbed(mechanisms.build("slide", 16, 2, deformable=deformable)).double().eval()
+    attn = perturbed(mechanisms.build("slide", 16, 2, deformable=deformable)).double().eval()
     x = torch.randn(2, H, W, 16, dtype=torch.float64)
     served = attn.deploy()
     assert served is not attn and served.reparameterized and not attn.reparameterized  # the original is untouched

@@ -6,15 +6,9 @@ import torch
 
 import mechanisms
 from mechanisms.reference import reference_forward
+from perturb import perturbed
 
 
-def _perturbed(attn):
-    """Move every trainable parameter off its init so biases and the learnable branch matter."""
-    with torch.no_grad():
-        for p in attn.parameters():
-            if p.requires_grad:
-                p.add_(0.2 * torch.randn_like(p))
-    return attn
 
 
 def official_forward(attn, x):
@@ -36,7 +30,7 @@ def official_forward(attn, x):
 
 @pytest.mark.parametrize("H, W", [(5, 6), (1, 4)])
 def test_matches_official_forward(H, W):
-    attn = _perturbed(mechanisms.build("slide", dim=8, num_heads=2)).double()
+    attn = perturbed(mechanisms.build("slide", dim=8, num_heads=2)).double()
     x = torch.randn(2, H, W, 8, dtype=torch.float64)
     want = official_forward(attn, x)
     for backend in ("native", "im2col", "masked"):
@@ -48,7 +42,7 @@ def test_border_semantics_hand_computed_1x1():
     # A 1x1 map with k = 3: the centre offset (4) reads the token, the 8 others read zero padding, so
     # their key is bias_i + rpb_i and their value bias_i; all 9 receive softmax weight (no mask).
     d = 3
-    attn = _perturbed(mechanisms.build("slide", dim=d, num_heads=1, deformable=False)).double()
+    attn = perturbed(mechanisms.build("slide", dim=d, num_heads=1, deformable=False)).double()
     x = torch.randn(1, 1, 1, d, dtype=torch.float64)
     q, k, v = (t[0, 0, 0] for t in attn.token_qkv(x))  # (d,) each
     b = attn.shift_fixed.bias.view(d, 9)  # channel c, offset i
@@ -67,7 +61,7 @@ def test_border_semantics_hand_computed_1x1():
 def test_corner_query_offsets_outside_read_zero_padding():
     # Top-left query of a 3x3 map: offsets (-1, *) and (*, -1) fall outside; changing the bias of an
     # outside offset must change the output (it is not masked).
-    attn = _perturbed(mechanisms.build("slide", dim=4, num_heads=1, deformable=False)).double()
+    attn = perturbed(mechanisms.build("slide", dim=4, num_heads=1, deformable=False)).double()
     x = torch.randn(1, 3, 3, 4, dtype=torch.float64)
     before = attn(x)[0, 0, 0].clone()
     with torch.no_grad():
@@ -80,7 +74,7 @@ def test_corner_query_offsets_outside_read_zero_padding():
 @pytest.mark.parametrize("backend", ["native", "im2col", "masked"])
 @pytest.mark.parametrize("deformable", [True, False])
 def test_reparameterize_changes_no_output(backend, deformable):
-    attn = _perturbed(mechanisms.build("slide", dim=16, num_heads=2, deformable=deformable, backend=backend)).eval()
+    attn = perturbed(mechanisms.build("slide", dim=16, num_heads=2, deformable=deformable, backend=backend)).eval()
     x = torch.randn(2, 9, 11, 16)
     before = attn(x)
     flops_before = attn.flops(9, 11)
@@ -98,7 +92,7 @@ def test_reparameterize_changes_no_output(backend, deformable):
 
 def test_merged_forward_uses_the_single_conv():
     """After merging, the native kernel reads the merged conv's weights and bias (and nothing else is left)."""
-    attn = _perturbed(mechanisms.build("slide", dim=8, num_heads=2)).reparameterize()
+    attn = perturbed(mechanisms.build("slide", dim=8, num_heads=2)).reparameterize()
     assert sum(isinstance(m, torch.nn.Conv2d) for m in attn.modules()) == 1
     attn(torch.randn(1, 4, 4, 8)).square().sum().backward()
     assert attn.shift.weight.grad.abs().sum() > 0 and attn.shift.bias.grad.abs().sum() > 0
@@ -108,7 +102,7 @@ def test_merged_forward_uses_the_single_conv():
 @pytest.mark.parametrize("H, W", [(7, 7), (6, 9), (1, 5)])
 @pytest.mark.parametrize("kernel_size", [3, 5])
 def test_non_deformable_equals_im2col(H, W, kernel_size):
-    attn = _perturbed(mechanisms.build("slide", dim=16, num_heads=2, kernel_size=kernel_size, deformable=False))
+    attn = perturbed(mechanisms.build("slide", dim=16, num_heads=2, kernel_size=kernel_size, deformable=False))
     x = torch.randn(2, H, W, 16)
     native = attn(x)
     attn.backend = "im2col"
@@ -135,7 +129,7 @@ def test_one_hot_branch_is_frozen_and_its_bias_trainable():
 @pytest.mark.parametrize("deformable", [True, False])
 @pytest.mark.parametrize("H, W", [(6, 5), (2, 3)])
 def test_masked_backend_is_exact(deformable, H, W):
-    attn = _perturbed(mechanisms.build("slide", dim=8, num_heads=2, deformable=deformable, backend="masked")).double()
+    attn = perturbed(mechanisms.build("slide", dim=8, num_heads=2, deformable=deformable, backend="masked")).double()
     x = torch.randn(2, H, W, 8, dtype=torch.float64)
     assert (attn(x) - reference_forward(attn, x)).abs().max().item() <= 1e-10
 

@@ -8,14 +8,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import mechanisms
 from mechanisms import slide_kernel
 from mechanisms.reference import reference_forward
+from perturb import perturbed
 
 
-def _perturbed(attn):
-    with torch.no_grad():
-        for p in attn.parameters():
-            if p.requires_grad:
-                p.add_(0.2 * torch.randn_like(p))
-    return attn
 
 
 @pytest.fixture
@@ -35,7 +30,7 @@ def _blocks(B, heads, d, H, W, ks=3):
 @pytest.mark.parametrize("H,W", [(8, 8), (7, 10), (11, 5), (1, 6)])
 def test_native_kernel_matches_reference_forward_and_gradients(small_blocks, form, opts, H, W):
     torch.manual_seed(0)
-    attn = _perturbed(mechanisms.build("slide", 16, 2, **opts)).double().train()
+    attn = perturbed(mechanisms.build("slide", 16, 2, **opts)).double().train()
     if form == "deploy":
         attn = attn.deploy()
     if H >= 7:

@@ -137,15 +137,10 @@ def _load_entry_points() -> None:
     if _entry_points_loaded:
         return
     _entry_points_loaded = True
-    from importlib import metadata
+    from mechanisms.registry import load_plugins
 
-    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            obj = ep.load()
-            if isinstance(obj, Metric):
-                register(obj)
-        except Exception as exc:  # noqa: BLE001 - any plugin failure becomes a message, not a crash
-            _entry_point_errors[ep.name] = f"{type(exc).__name__}: {exc}"
+    load_plugins(ENTRY_POINT_GROUP, lambda name, obj: register(obj) if isinstance(obj, Metric) else None,
+                 _entry_point_errors)
 
 
 def register(metric: Metric) -> Metric:
