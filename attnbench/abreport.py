@@ -15,8 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .ab import Session
-from .compare import (MEMORY_ATOL_MIB, MEMORY_RTOL, Comparison, Finding, _compare_exact, _compare_memory,
-                      _num, _order, case_name)
+from .compare import Comparison, Finding, _num, _order, case_name, compare_costs
 from .paired import detectable_slowdown, paired_verdict, robust_sd
 from .store import atomic_write_text
 
@@ -48,14 +47,7 @@ def findings(session: Session, threshold: float, confidence: float) -> Compariso
             f"{est.n_base} paired rounds, signed-rank p={est.p_value:.2g}, round spread ±{spread:.1%}")
         out.append(Finding(name, "latency_ms", _num(brow.get("latency_ms")), _num(hrow.get("latency_ms")), est.verdict,
                            est.ratio, est.ci_low, est.ci_high, est.p_value, note, key))
-        for metric in ("macs", "params"):
-            f = _compare_exact(name, metric, _num(brow.get(metric)), _num(hrow.get(metric)), key)
-            if f is not None:
-                out.append(f)
-        f = _compare_memory(name, _num(brow.get("peak_memory_mib")), _num(hrow.get("peak_memory_mib")), key,
-                            MEMORY_RTOL, MEMORY_ATOL_MIB, (brow.get("memory_method"), hrow.get("memory_method")))
-        if f is not None:
-            out.append(f)
+        out += compare_costs(name, brow, hrow, key)
     b, h = session.sides["base"].ref, session.sides["head"].ref
     side_a = b.title + (f" {session.variant[0]}" if session.variant else "")
     side_b = h.title + (f" {session.variant[1]}" if session.variant else "")

@@ -255,6 +255,17 @@ def _compare_memory(name: str, b: float, n: float, key: str, rtol: float, atol: 
                    note=f"tolerance ±{tol:.2f} MiB")
 
 
+def compare_costs(name: str, brow: pd.Series, nrow: pd.Series, key: str, memory_rtol: float = MEMORY_RTOL,
+                  memory_atol_mib: float = MEMORY_ATOL_MIB) -> list[Finding]:
+    """The deterministic costs (MACs, params: any change counts) and peak memory (within a tolerance)
+    of one matched case; shared by ``compare`` of stored runs and by ``ab``."""
+    out = [f for metric in EXACT_METRICS
+           if (f := _compare_exact(name, metric, _num(brow.get(metric)), _num(nrow.get(metric)), key)) is not None]
+    f = _compare_memory(name, _num(brow.get("peak_memory_mib")), _num(nrow.get("peak_memory_mib")), key,
+                        memory_rtol, memory_atol_mib, (brow.get("memory_method"), nrow.get("memory_method")))
+    return out + ([f] if f is not None else [])
+
+
 def compare_pair(brow: pd.Series, nrow: pd.Series, baseline: Run, new: Run, *, threshold: float,
                  confidence: float, memory_rtol: float = MEMORY_RTOL,
                  memory_atol_mib: float = MEMORY_ATOL_MIB) -> list[Finding]:
@@ -278,17 +289,15 @@ def compare_pair(brow: pd.Series, nrow: pd.Series, baseline: Run, new: Run, *, t
     b = new.samples.get((key, "latency_ms"))
     ra = baseline.samples.get((str(brow.get("case_key")), ROUND_SAMPLES)) or []
     rb = new.samples.get((key, ROUND_SAMPLES)) or []
+    est = None
     if len(ra) >= MIN_ROUNDS and len(rb) >= MIN_ROUNDS:  # timing.rounds: judged by between-round variance
         est = compare_rounds(ra, rb, threshold=threshold, confidence=confidence)
-        detail = est.reason if est.verdict == "inconclusive" else (
-            f"rounds={est.n_base}/{est.n_new}, Welch p={est.p_value:.2g}")
-        out.append(Finding(name, "latency_ms", _num(brow.get("latency_ms")), _num(nrow.get("latency_ms")),
-                           est.verdict, est.ratio, est.ci_low, est.ci_high, est.p_value,
-                           "; ".join(x for x in (note, detail) if x), key))
+        basis = f"rounds={est.n_base}/{est.n_new}, Welch p={est.p_value:.2g}"
     elif a is not None and b is not None:
         est = compare_samples(a, b, threshold=threshold, confidence=confidence)
-        detail = est.reason if est.verdict == "inconclusive" else (
-            f"n={est.n_base}/{est.n_new}, within-run samples, Mann-Whitney p={est.p_value:.2g}")
+        basis = f"n={est.n_base}/{est.n_new}, within-run samples, Mann-Whitney p={est.p_value:.2g}"
+    if est is not None:
+        detail = est.reason if est.verdict == "inconclusive" else basis
         out.append(Finding(name, "latency_ms", _num(brow.get("latency_ms")), _num(nrow.get("latency_ms")),
                            est.verdict, est.ratio, est.ci_low, est.ci_high, est.p_value,
                            "; ".join(x for x in (note, detail) if x), key))
@@ -296,14 +305,7 @@ def compare_pair(brow: pd.Series, nrow: pd.Series, baseline: Run, new: Run, *, t
         bl, nl = _num(brow.get("latency_ms")), _num(nrow.get("latency_ms"))
         out.append(Finding(name, "latency_ms", bl, nl, "inconclusive", ratio=nl / bl if bl else math.nan,
                            note="; ".join(x for x in (note, "no raw samples in samples.jsonl") if x), case_key=key))
-    for metric in EXACT_METRICS:
-        f = _compare_exact(name, metric, _num(brow.get(metric)), _num(nrow.get(metric)), key)
-        if f is not None:
-            out.append(f)
-    f = _compare_memory(name, _num(brow.get("peak_memory_mib")), _num(nrow.get("peak_memory_mib")), key,
-                        memory_rtol, memory_atol_mib, (brow.get("memory_method"), nrow.get("memory_method")))
-    if f is not None:
-        out.append(f)
+    out += compare_costs(name, brow, nrow, key, memory_rtol, memory_atol_mib)
     if not out and note:
         out.append(Finding(name, "status", bstat, nstat, "unchanged", note=note, case_key=key))
     return out
