@@ -18,8 +18,9 @@ How a session runs:
    a process carries its own bias (memory layout, library caches): in one A/A measured here with
    one long-lived worker per side, slide's latency differed by 51 % between two identical trees,
    consistently in all 10 rounds. Fresh processes per round turn that bias into between-round
-   noise, which the interval sees, instead of a false regression. It costs two interpreter
-   start-ups (about 1.5 s each here) per round.
+   noise, which the interval sees, instead of a false regression. The workers are forked from a
+   server that has imported torch (``worker_context``), so a fresh pair costs about 0.3 s per round
+   here instead of two interpreter start-ups of about 1.5 s each.
 4. Rounds: every round visits all cases in a fresh seeded random order; per case the side order
    runs AB, BA, BA, AB, ... over rounds from a seeded random start (ABBA counterbalancing cancels a
    linear drift and any first-measured advantage). The schedule is stored in ``schedule.csv``.
@@ -53,10 +54,18 @@ from .case import Case
 from .executor import Outcome, _death, _Slot
 from .paired import min_rounds
 from .rounds import RoundCollector, round_budget
-from .stats import DEFAULT_CONFIDENCE, DEFAULT_THRESHOLD
+from .stats import DEFAULT_CONFIDENCE
 from .worker import Job, WorkerInit
 
-DEFAULT_ROUNDS = 10
+# ab's defaults, from benchmarks/ab_calibration.py on the 2-core VM (results/ab-calibration/, docs/
+# regression.md): at 10 rounds one wild round (a noise burst that doubles or thins one side's time)
+# is enough to make a real +10 % inconclusive, because the signed-rank interval at 95 % tolerates only
+# 8 of the 55 Walsh averages below 1; 16 rounds tolerate 29 of 136, so a wild round (16) no longer
+# decides. The threshold is the smallest change worth failing a check for: the paired interval already
+# keeps A/A false alarms rare, so it can sit at 2 % and a +5 % change is caught (estimate above 2 %)
+# where a 5 % threshold would catch it about half the time. ``compare`` keeps its own 5 % default.
+DEFAULT_ROUNDS = 16
+AB_DEFAULT_THRESHOLD = 0.02
 SIDES = ("base", "head")
 
 
@@ -118,6 +127,24 @@ def make_schedule(n_pairs: int, rounds: int, seed: int) -> list[tuple[int, int, 
 
 
 # -------------------------------------------------------------------------------------- workers
+def worker_context() -> mp.context.BaseContext:
+    """Where workers come from: a fork server that has imported torch, where the platform has one.
+
+    Why: every round replaces both sides' workers (see the module docstring), and a spawned
+    interpreter spends about 1.5 s here importing torch before it can measure anything; over 10
+    rounds that is most of the cost of a short session. A child forked from a server that imported
+    torch (and nothing of ours: each side's ``mechanisms/`` is imported after the fork, from its own
+    tree) is still a fresh process with fresh allocator state, for a few milliseconds. The server
+    never initialises CUDA or an OpenMP pool, so forking it is safe. Without ``forkserver``
+    (Windows), workers are spawned as before.
+    """
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch", "numpy"])
+    return ctx
+
+
 class SideWorker:
     """One worker process for one side; started ahead and waited for, so start-up is never timed."""
 
@@ -126,7 +153,7 @@ class SideWorker:
         self.timeout_s = timeout_s
         self.slot: _Slot | None = None
         self.ready = False
-        self._ctx = mp.get_context("spawn")
+        self._ctx = worker_context()
 
     def launch(self) -> None:
         """Spawn the process (it imports torch and the side's tree); ``start`` waits for it."""
@@ -266,7 +293,7 @@ def check_args(rounds: int, threshold: float, confidence: float) -> None:
 def run_session(base_ref: str, head_ref: str, suite_path: str | Path, *, rounds: int = DEFAULT_ROUNDS,
                 out: str | Path = "results", seed: int = 0, variant: tuple[str, str] | None = None,
                 imports: tuple[str, ...] = (), min_run_time: float | None = None, repo: str | Path = ".",
-                threshold: float = DEFAULT_THRESHOLD, confidence: float = DEFAULT_CONFIDENCE,
+                threshold: float = AB_DEFAULT_THRESHOLD, confidence: float = DEFAULT_CONFIDENCE,
                 log: Callable[[str], None] = lambda s: None) -> Session:
     """Run an A/B session and store it; returns the Session (``abreport`` turns it into verdicts)."""
     import importlib

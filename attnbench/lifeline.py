@@ -27,13 +27,17 @@ def tie_to_parent(poll_s: float = 1.0) -> None:
     import multiprocessing as mp
 
     parent = mp.parent_process()
+    # The process that started this worker (multiprocessing's parent) and the one the OS reports:
+    # they differ for a ``forkserver`` child (``attnbench ab``), whose OS parent is the fork server.
+    # The fork server exits with the harness, so watching either parent covers both.
     ppid = parent.pid if parent is not None and parent.pid else os.getppid()
+    os_ppid = os.getppid()
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except (OSError, AttributeError):  # not Linux: the watchdog alone
         pass
-    if os.getppid() != ppid:  # the parent died before the signal was armed
+    if os.getppid() != os_ppid or not _alive(ppid):  # a parent died before the signal was armed
         os._exit(1)
     sentinel = getattr(parent, "sentinel", None) if parent is not None else None
 
@@ -46,10 +50,20 @@ def tie_to_parent(poll_s: float = 1.0) -> None:
                     os._exit(1)
             else:
                 threading.Event().wait(poll_s)
-            if os.getppid() != ppid:
+            if os.getppid() != os_ppid:
                 os._exit(1)
 
     threading.Thread(target=watch, name="attnbench-lifeline", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 # ------------------------------------------------------------------------------- OOM evidence

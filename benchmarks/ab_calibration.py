@@ -47,6 +47,7 @@ import yaml
 HARNESS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(HARNESS))
 
+from attnbench.ab import AB_DEFAULT_THRESHOLD, DEFAULT_ROUNDS  # noqa: E402
 from attnbench.paired import compare_rounds, paired_verdict  # noqa: E402
 from attnbench.stats import compare_samples  # noqa: E402
 from attnbench.store import load_run  # noqa: E402
@@ -269,10 +270,11 @@ def analyze(work: Path, out: Path, log, command: str) -> str:
             n_cases = len(load_run(sessions[0]).results) // 2
             w_ab = float(np.median([wall_s(d) for d in sessions]))
             w_two = wall_s(runs[0]) + wall_s(runs[1])
-            cost.append({"suite": f"{name} ({n_cases} cases)", "ab wall s (R=10)": round(w_ab),
+            cost.append({"suite": f"{name} ({n_cases} cases)", f"ab wall s (R={DEFAULT_ROUNDS})": round(w_ab),
                          "two runs wall s": round(w_two), "ratio": round(w_ab / w_two, 2),
                          "sessions": len(sessions)})
-    exits = {"A/A sessions exiting 1 (default threshold 5%)": sum(_regressed(d) for d in aa_s),
+    exits = {f"A/A sessions exiting 1 (ab's defaults: {AB_DEFAULT_THRESHOLD:.0%}, {DEFAULT_ROUNDS} rounds)":
+             sum(_regressed(d) for d in aa_s),
              "detection sessions exiting 1": sum(_regressed(d) for d in det_s)}
     delivered = {lab: float(np.exp(np.median([np.median(np.log(t["ratios"])) for t in det["ab"]
                                               if t["label"] == lab]))) for lab in INJECTED if det["ab"]}
@@ -295,7 +297,7 @@ def analyze(work: Path, out: Path, log, command: str) -> str:
           f"Sessions at the default threshold: {exits}.", "",
           "Slowdown actually delivered (median over detection sessions of each session's median paired ratio): "
           + ", ".join(f"{k} {v - 1:+.1%}" for k, v in delivered.items()), "",
-          "## Cost (wall time; ab: its own session time at the default 10 rounds; runs: env.json to last write)", "",
+          f"## Cost (wall time; ab: its own session time at the default {DEFAULT_ROUNDS} rounds; runs: env.json to last write)", "",
           tabulate(pd.DataFrame(cost), headers="keys", tablefmt="github", showindex=False) if cost else "not measured",
           ""]
     text = "\n".join(md)

@@ -184,7 +184,7 @@ def test_too_few_rounds_is_one_line_exit_2(throwaway):
     repo, _, _ = throwaway
     line = one_line_error(attnbench(repo, "ab", "HEAD", "HEAD", "suites/tiny.yaml", "--rounds", "4"))
     assert line == ("attnbench: error: --rounds 4: the signed-rank interval needs at least 6 rounds at 95% "
-                    "confidence; use --rounds 6 or more (default 10)")
+                    "confidence; use --rounds 6 or more (default 16)")
 
 
 def test_uncommitted_change_that_would_be_ignored_is_refused(throwaway):
@@ -237,3 +237,11 @@ def test_variant_pairs_two_labels_of_one_commit(throwaway, tmp_path):
     assert "Calibration" not in proc.stdout  # two configurations are not an A/A
     (run_dir,) = (tmp_path / "out" / "variant-ab").iterdir()
     assert sorted(pd.read_csv(run_dir / "results.csv")["label"]) == ["plain", "shifted"]
+
+
+def test_cli_defaults_are_the_sessions_defaults():
+    """The CLI keeps its own copy of ab's defaults (so `attnbench --help` stays light): they must agree."""
+    from attnbench import ab as session
+    from attnbench.commands import ab as command
+
+    assert (command.DEFAULT_ROUNDS, command.AB_DEFAULT_THRESHOLD) == (session.DEFAULT_ROUNDS, session.AB_DEFAULT_THRESHOLD)

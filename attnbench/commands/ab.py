@@ -9,9 +9,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..stats import DEFAULT_CONFIDENCE, DEFAULT_THRESHOLD
+from ..stats import DEFAULT_CONFIDENCE
 
-DEFAULT_ROUNDS = 10  # attnbench.ab.DEFAULT_ROUNDS (not imported: keeps `attnbench --help` light)
+# attnbench.ab's defaults (not imported: keeps `attnbench --help` light; tests/test_ab_cli.py checks they agree)
+DEFAULT_ROUNDS = 16
+AB_DEFAULT_THRESHOLD = 0.02
 
 
 def setup_arguments(subparsers: argparse._SubParsersAction) -> None:
@@ -29,8 +31,8 @@ def setup_arguments(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("suite", metavar="SUITE", help="suite file (read from the working tree), e.g. suites/smoke.yaml")
     parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,
                         help=f"paired rounds per case (default {DEFAULT_ROUNDS}; at least 6 at 95%% confidence)")
-    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
-                        help=f"minimum latency change that counts, as a fraction (default {DEFAULT_THRESHOLD}); "
+    parser.add_argument("--threshold", type=float, default=AB_DEFAULT_THRESHOLD,
+                        help=f"minimum latency change that counts, as a fraction (default {AB_DEFAULT_THRESHOLD}); "
                         "choose it from an A/A session (BASE_REF = HEAD_REF)")
     parser.add_argument("--confidence", type=float, default=DEFAULT_CONFIDENCE,
                         help=f"confidence of the interval on the ratio (default {DEFAULT_CONFIDENCE})")
@@ -56,7 +58,7 @@ def run_from_args(args: argparse.Namespace) -> int:
               else None, seed=args.seed, min_run_time=args.min_run_time, imports=tuple(args.imports))
 
 
-def ab(base: str, head: str, suite: str | Path, *, rounds: int = DEFAULT_ROUNDS, threshold: float = DEFAULT_THRESHOLD,
+def ab(base: str, head: str, suite: str | Path, *, rounds: int = DEFAULT_ROUNDS, threshold: float = AB_DEFAULT_THRESHOLD,
        confidence: float = DEFAULT_CONFIDENCE, fmt: str = "text", out: str | Path = "results",
        variant: tuple[str, str] | None = None, seed: int = 0, min_run_time: float | None = None,
        imports: tuple[str, ...] = (), repo: str | Path = ".") -> int:
