@@ -8,6 +8,7 @@ receptive-field maps and the dependency test all read the same single pattern ru
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Literal
 
@@ -17,6 +18,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .reference import DenseForm
+
+# Memory one block of the ``masked`` backend may hold (see ``AttentionBase._forward_masked``).
+MASKED_BLOCK_BYTES = 1 << 30
 
 # (head, q_row, q_col, k_row, k_col) -> bool; all arguments are broadcastable integer tensors.
 MaskRule = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
@@ -46,12 +50,21 @@ class AttentionPattern:
         idx = torch.arange(self.tokens, device=device)
         return idx // self.width, idx % self.width
 
-    def dense(self, device: torch.device | str | None = None) -> Tensor:
-        """Boolean mask of shape (heads, N, N): ``[h, q, k]`` is True when query q may attend key k."""
+    def dense(self, device: torch.device | str | None = None, rows: slice | None = None) -> Tensor:
+        """Boolean mask of shape (heads, N, N): ``[h, q, k]`` is True when query q may attend key k.
+
+        ``rows`` (a slice of image rows) keeps only the queries in those rows: (heads, rows·width, N),
+        so a caller can walk a map whose full mask would not fit in memory.
+        """
         row, col = self.coords(device)
+        if rows is not None:
+            start, stop, _ = rows.indices(self.height)
+            q_row, q_col = row[start * self.width: stop * self.width], col[start * self.width: stop * self.width]
+        else:
+            q_row, q_col = row, col
         head = torch.arange(self.num_heads, device=device)[:, None, None]
-        allowed = self.rule(head, row[None, :, None], col[None, :, None], row[None, None, :], col[None, None, :])
-        return allowed.expand(self.num_heads, self.tokens, self.tokens).contiguous()
+        allowed = self.rule(head, q_row[None, :, None], q_col[None, :, None], row[None, None, :], col[None, None, :])
+        return allowed.expand(self.num_heads, q_row.numel(), self.tokens).contiguous()
 
     def keys_per_query(self) -> Tensor:
         """Number of keys each query sees, shape (heads, N)."""
@@ -237,14 +250,28 @@ class AttentionBase(nn.Module):
         raise NotImplementedError
 
     def _forward_masked(self, x: Tensor) -> Tensor:
-        """The naive baseline: global SDPA over all N tokens with the pattern as a dense mask."""
+        """The naive baseline: global SDPA over all N tokens with the pattern as a dense mask.
+
+        Queries go in blocks of whole image rows when the block's mask, bias and logits would pass
+        ``MASKED_BLOCK_BYTES`` (``masked_block_rows``). Each block is the unblocked computation for its
+        queries (every key, the same mask and bias), so the baseline does all O(N²) work the naive
+        call does, but a 224² map needs about a GiB per block instead of the ~100 GiB of one (heads,
+        N, N) mask, bias and logits: without blocks the comparison flex is for could not be made.
+        """
         B, H, W, C = x.shape
         q, k, v = self.token_qkv(x)  # (B, heads, N, d) each
-        mask = self.pattern(H, W).dense(x.device)  # heads, N, N
-        bias = self.logit_bias(H, W)
-        if bias is not None:
-            mask = bias.masked_fill(~mask, float("-inf"))  # one pass over (heads, N, N)
-        out = attend(q, k, v, mask, scale=self.scale, dropout_p=self._dropout_p())
+        pattern = self.pattern(H, W)
+        step = self.masked_block_rows(B, H, W, q.element_size())
+        outs = []
+        for start in range(0, H, step):
+            rows = slice(start, min(H, start + step))
+            mask = pattern.dense(x.device, rows=None if step >= H else rows)  # heads, rows·W, N
+            bias = self.logit_bias(H, W) if step >= H else self._logit_bias_rows(H, W, rows)
+            if bias is not None:
+                mask = bias.masked_fill(~mask, float("-inf"))  # one pass over (heads, rows·W, N)
+            queries = q if step >= H else q[:, :, rows.start * W: rows.stop * W]
+            outs.append(attend(queries, k, v, mask, scale=self.scale, dropout_p=self._dropout_p()))
+        out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
         extra = self.flex_output_term(q, k, v, H, W)
         if extra is not None:
             out = out + extra
@@ -311,9 +338,36 @@ class AttentionBase(nn.Module):
         B, H, W, C = x.shape
         return self.split_qkv(x.reshape(B, H * W, C))
 
-    def logit_bias(self, H: int, W: int) -> Tensor | None:
-        """Additive (heads, N, N) term on the scaled logits (Swin's relative bias), or None."""
+    def logit_bias(self, H: int, W: int, rows: slice | None = None) -> Tensor | None:
+        """Additive (heads, N, N) term on the scaled logits (Swin's relative bias), or None.
+
+        With ``rows`` (a slice of image rows), only those rows' queries: (heads, rows·W, N). The
+        blocked ``masked`` backend asks for that; an override without ``rows`` still works (its full
+        bias is sliced), at the full bias's memory.
+        """
         return None
+
+    def _logit_bias_rows(self, H: int, W: int, rows: slice) -> Tensor | None:
+        if "rows" in inspect.signature(self.logit_bias).parameters:
+            return self.logit_bias(H, W, rows=rows)
+        bias = self.logit_bias(H, W)
+        return None if bias is None else bias[:, rows.start * W: rows.stop * W]
+
+    def masked_block_rows(self, batch: int, H: int, W: int, element_size: int) -> int:
+        """Image rows of queries per block of the ``masked`` backend (``H``: one block, no blocking).
+
+        A query row of W tokens over N keys holds: forward logits and probabilities (batch·heads
+        each), the rule's int64 coordinate broadcasts (~3 a pair), the boolean mask (heads) and, with a
+        positional bias, its float copy and the masked copy.
+        """
+        return max(1, min(H, MASKED_BLOCK_BYTES // max(1, W * self._masked_bytes_per_query(batch, H * W, element_size))))
+
+    def _masked_bytes_per_query(self, batch: int, N: int, element_size: int) -> int:
+        h = self.num_heads
+        per_key = batch * h * element_size * 2 + 3 * 8 + h
+        if type(self).logit_bias is not AttentionBase.logit_bias:
+            per_key += h * element_size * 2
+        return N * per_key
 
     def output_term(self, q: Tensor, k: Tensor, v: Tensor, H: int, W: int) -> Tensor | None:
         """Additive (B, heads, N, d) term on the attention output before ``proj`` (CSWin's LePE), or None."""
@@ -374,18 +428,20 @@ class AttentionBase(nn.Module):
         """Bytes the attention of the selected backend holds beyond the token activations.
 
         The memory predictor adds this to parameters and activations to skip cases that cannot fit,
-        so each backend states its own footprint here: ``masked`` builds dense (B, h, N, N) logits
-        and probabilities (x2 kept for backward in training), the (h, N, N) boolean mask from int64
-        coordinate broadcasts (~3·8 bytes a pair) and, with a positional bias, a float copy of it.
+        so each backend states its own footprint here: ``masked`` builds, per block of query rows,
+        dense (B, h, rows·W, N) logits and probabilities, the boolean mask from int64 coordinate
+        broadcasts (~3·8 bytes a pair) and, with a positional bias, a float copy of it; training
+        keeps every block's logits and probabilities for backward.
         ``native`` runs fused SDPA on CPU and CUDA (O(N·d): nothing extra); on MPS, whose SDPA
         materialises the logits, it costs B·h·N·K with K the keys per query from the attention MACs.
         """
         N, h = H * W, self.num_heads
         keep = 4 if train else 2
-        if self.backend == "masked":
-            extra = batch * h * N * N * element_size * keep + N * N * (3 * 8 + h)
-            if type(self).logit_bias is not AttentionBase.logit_bias:
-                extra += h * N * N * element_size * 2
+        if self.backend == "masked":  # one block of query rows (``masked_block_rows``) at a time ...
+            block = self.masked_block_rows(batch, H, W, element_size) * W
+            extra = block * self._masked_bytes_per_query(batch, N, element_size)
+            if train:  # ... but training keeps every block's logits and probabilities for backward
+                extra += batch * h * N * N * element_size * 2
             return extra
         if device == "mps":
             parts = self.flops(H, W)

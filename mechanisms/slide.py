@@ -353,7 +353,8 @@ class SlideAttention(AttentionBase):
         query and head, kept for backward), and one row block's temporaries (about 3 block-sized
         tensors in inference, 6 in the backward), plus the maps' gradient in training.
         im2col: the k² unfolded copies of K and V, (2, B, h, N, d, k²), plus the copy their permute
-        makes. masked with the learnable branch: the same slot keys and values and (B, h, N, N·k²)
+        makes. flex (without the learnable branch): the zero-padded k and v maps and the per-tile
+        copies and tables listed below. masked with the learnable branch: the same slot keys and values and (B, h, N, N·k²)
         logits, with an (N, N·k²) bool mask; without it: (B, h, N, M) logits over the M zero-padded
         map positions, their additive bias, and int64 coordinate broadcasts.
         """
@@ -368,6 +369,14 @@ class SlideAttention(AttentionBase):
             return maps * (2 if train else 1) + attn * (2 if train else 1) + block * (6 if train else 3)
         if self.backend == "im2col":
             return slots * keep
+        if self.backend == "flex":
+            r = self.kernel_size // 2
+            padded = 2 * batch * C * (H + 2 * r) * (W + 2 * r) * element_size
+            # per-tile key and value copies (about 2N keys: an 8x8 tile sees its 10x10 halo, padded
+            # to the block size), the query copy, the per-query offset table and the values' k²
+            # one-hot residue channels
+            gathered = batch * element_size * (5 * C * N + 3 * h * N * k2)
+            return padded + gathered
         if self.deformable:
             return slots + batch * h * N * N * k2 * element_size * keep + N * N * k2
         r = self.kernel_size // 2

@@ -8,6 +8,7 @@ the fast path equal the pattern below, defined on the real grid.
 """
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -120,7 +121,8 @@ class SwinAttention(AttentionBase):
         table = torch.empty((2 * window_size - 1) ** 2, num_heads, device=device, dtype=dtype)
         self.relative_position_bias_table = nn.Parameter(trunc_normal_(table, std=0.02))
         self.register_buffer("relative_position_index", relative_position_index(window_size, device), persistent=False)
-        self._mask_cache: dict[tuple, Tensor] = {}
+        self._mask_cache: dict[tuple, Any] = {}
+        self.served = False  # True on the copy ``deploy()`` returns
 
     @classmethod
     def layer_options(cls, options: dict[str, Any], index: int) -> dict[str, Any]:
@@ -168,9 +170,7 @@ class SwinAttention(AttentionBase):
         if mask is None:
             allowed = self.window_mask(H, W, shift, device)
             mask = torch.zeros(allowed.shape, device=device, dtype=dtype).masked_fill_(~allowed, float("-inf"))[:, None]
-            if len(self._mask_cache) >= 8:  # a few sizes at a time (train + eval, shifted or not)
-                self._mask_cache.pop(next(iter(self._mask_cache)))
-            self._mask_cache[key] = mask
+            self._cache(key, mask)
         return mask
 
     def _forward_native(self, x: Tensor) -> Tensor:
@@ -181,9 +181,12 @@ class SwinAttention(AttentionBase):
             if s:
                 qkv = torch.roll(qkv, shifts=(-s, -s), dims=(1, 2))  # content moves up/left by s
             win = window_partition(qkv, M, M)  # B*nW, M², 3C
-        else:  # no padding: roll and cut the C-channel input, not the 3C-channel projection (a third of the copy)
+        elif s:  # no padding: roll and cut the C-channel input, not the 3C-channel projection (a third
+            pad_h = pad_w = 0  # of the copy), in one gather: see ``window_order``
+            win = self.qkv(x.reshape(B, H * W, C).index_select(1, self.window_order(H, W, s, x.device)[0]))
+        else:
             pad_h = pad_w = 0
-            win = self.qkv(window_partition(torch.roll(x, shifts=(-s, -s), dims=(1, 2)) if s else x, M, M))
+            win = self.qkv(window_partition(x, M, M))
         Hp, Wp = H + pad_h, W + pad_w
         nW = (Hp // M) * (Wp // M)
         q, k, v = win.view(B, nW, M * M, 3, heads, d).permute(3, 0, 1, 4, 2, 5).unbind(0)  # B, nW, heads, M², d
@@ -191,53 +194,110 @@ class SwinAttention(AttentionBase):
         if self._explicit(x):
             out = self._attend_explicit(q, k, v, mask)
         else:
-            bias = self.window_bias()  # heads, M², M²
-            bias = bias if mask is None else bias + mask  # nW, heads, M², M²: broadcast over the batch
+            if mask is not None and self.served and not torch.is_grad_enabled():
+                bias = self._bias_and_mask(mask)
+            else:
+                bias = self.window_bias()  # heads, M², M²
+                bias = bias if mask is None else bias + mask  # nW, heads, M², M²: broadcast over the batch
             out = attend(q, k, v, bias, scale=self.scale, dropout_p=self._dropout_p())
+        if s and not (pad_h or pad_w):  # window order back to the map, the reverse roll included
+            out = out.transpose(2, 3).reshape(B, H * W, C).index_select(1, self.window_order(H, W, s, x.device)[1])
+            return out.view(B, H, W, C)
         out = out.transpose(2, 3).reshape(B * nW, M * M, C)
         out = window_reverse(out, M, M, Hp, Wp)  # B, Hp, Wp, C
         if s:
             out = torch.roll(out, shifts=(s, s), dims=(1, 2))
         return out[:, :H, :W]
 
+    def window_order(self, H: int, W: int, shift: int, device: Any) -> tuple[Tensor, Tensor]:
+        """(order, inverse): the map's tokens (row-major) in the order of the rolled map's windows, and
+        the permutation back. Cached per (H, W, shift, device).
+
+        Why: the released code rolls the map, cuts it into windows and, after attention, pastes and
+        rolls back: four copies of the activations where W-MSA makes two. One ``index_select`` each way
+        does roll and cut together, so SW-MSA moves the activations as often as W-MSA (issue 11: it
+        took 1.14-1.22x W-MSA's time at 56² and 224²).
+        """
+        key = ("order", H, W, shift, torch.device(device) if device is not None else None)
+        found = self._mask_cache.get(key)
+        if found is None:
+            tokens = torch.arange(H * W, device=device).view(1, H, W, 1)
+            order = window_partition(torch.roll(tokens, shifts=(-shift, -shift), dims=(1, 2)), self.window_size,
+                                     self.window_size).reshape(-1)
+            found = (order, torch.argsort(order))
+            self._cache(key, found)
+        return found
+
+    def _cache(self, key: tuple, value: Any) -> None:
+        if len(self._mask_cache) >= 16:  # a few sizes at a time (train + eval, shifted or not)
+            self._mask_cache.pop(next(iter(self._mask_cache)))
+        self._mask_cache[key] = value
+
     def _attend_explicit(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
         """softmax(q·kᵀ·scale + bias + mask)·v with the bias and mask broadcast, not expanded, as the
         released code does: (B, nW, heads, M², d)."""
         logits = (q * self.scale) @ k.transpose(-2, -1)  # B, nW, heads, M², M²
-        bias = self.window_bias()
         if torch.is_grad_enabled():
-            logits = logits + bias
+            logits = logits + self.window_bias()
             if mask is not None:
                 logits = logits + mask
             attn = logits.softmax(dim=-1)
         else:
-            logits += bias
-            if mask is not None:
+            logits += self.window_bias() if mask is None or not self.served else self._bias_and_mask(mask)
+            if mask is not None and not self.served:
                 logits += mask
             attn = logits.softmax(dim=-1)
         if self._dropout_p():
             attn = F.dropout(attn, p=self._dropout_p())
         return attn @ v
 
+    def deploy(self) -> "SwinAttention":
+        """The served form: a copy whose relative bias and shifted-window mask are folded into one
+        constant per map size, built on first use (this module is unchanged).
+
+        Why only here: the fold is a function of the weights, so it is valid while they do not change,
+        which is what serving means (as Slide's merged conv). Training keeps the differentiable gather
+        and adds bias and mask separately. Change the weights of a served copy and deploy again.
+        """
+        if self.served:
+            return self
+        served = copy.deepcopy(self)
+        served.served = True
+        served._mask_cache = {}
+        return served
+
+    def _bias_and_mask(self, mask: Tensor) -> Tensor:
+        """bias + mask, (nW, heads, M², M²), for the served form: one pass over the logits, not two."""
+        key = ("bias+mask", id(mask))
+        found = self._mask_cache.get(key)
+        if found is None or found[0] is not mask:
+            found = (mask, self.window_bias() + mask)
+            self._cache(key, found)
+        return found[1]
+
     def _explicit(self, x: Tensor) -> bool:
         """Which attention path runs on this device and dtype, chosen by measurement (``EXPLICIT``)."""
         return EXPLICIT.get((x.device.type, x.dtype), EXPLICIT_DEFAULT)
 
-    def logit_bias(self, H: int, W: int) -> Tensor:
-        """(heads, N, N) relative bias from real-grid offsets (clamped where the pattern forbids the pair).
+    def logit_bias(self, H: int, W: int, rows: slice | None = None) -> Tensor:
+        """(heads, N, N) relative bias from real-grid offsets (clamped where the pattern forbids the pair);
+        with ``rows``, only the queries of those image rows: (heads, rows·W, N).
 
         The table is read as (heads, 2M-1, 2M-1) and indexed by row offset, then by column offset with
         one gather written straight in (q_row, q_col, k_row, k_col) order: a single pass over N².
         """
         M, heads, D = self.window_size, self.num_heads, 2 * self.window_size - 1
         table = self.relative_position_bias_table.t().reshape(heads, D, D)
-        rows = torch.arange(H, device=table.device)
+        start, stop, _ = (rows or slice(0, H)).indices(H)
+        Hq = stop - start
+        q_rows = torch.arange(start, stop, device=table.device)
+        rows_k = torch.arange(H, device=table.device)
         cols = torch.arange(W, device=table.device)
-        dr = (rows[:, None] - rows[None, :]).clamp(1 - M, M - 1) + M - 1  # H(q), H(k)
+        dr = (q_rows[:, None] - rows_k[None, :]).clamp(1 - M, M - 1) + M - 1  # H(q), H(k)
         dc = (cols[:, None] - cols[None, :]).clamp(1 - M, M - 1) + M - 1  # W(q), W(k)
-        by_row = table.index_select(1, dr.flatten()).view(heads, H, 1, H, D).expand(heads, H, W, H, D)
-        bias = torch.gather(by_row, 4, dc.view(1, 1, W, 1, W).expand(heads, H, W, H, W))
-        return bias.reshape(heads, H * W, H * W)
+        by_row = table.index_select(1, dr.flatten()).view(heads, Hq, 1, H, D).expand(heads, Hq, W, H, D)
+        bias = torch.gather(by_row, 4, dc.view(1, 1, W, 1, W).expand(heads, Hq, W, H, W))
+        return bias.reshape(heads, Hq * W, H * W)
 
     def flex_spec(self, H: int, W: int) -> FlexSpec:
         """Windows of the rolled, padded map (what the native path attends in): one block each; the

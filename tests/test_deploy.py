@@ -38,10 +38,39 @@ def test_deployed_slide_equals_training_slide_in_float64(deformable, H, W):
     assert served.deploy() is served  # already served
 
 
-@pytest.mark.parametrize("name", [n for n in mechanisms.available() if n != "slide"])
+@pytest.mark.parametrize("name", [n for n in mechanisms.available() if n not in ("slide", "swin")])
 def test_deploy_is_the_identity_for_mechanisms_without_a_reparameterisation(name):
     attn = mechanisms.build(name, 16, 2)
     assert attn.deploy() is attn
+
+
+@pytest.mark.parametrize("shift", [0, 3])
+@pytest.mark.parametrize("explicit", [True, False])
+def test_served_swin_folds_bias_and_mask_and_equals_the_training_form(shift, explicit, monkeypatch):
+    """Swin's served copy adds one folded bias+mask constant per size (built once); its outputs equal
+    the training form's and the reference on sizes with and without padding, and the original is
+    untouched. With gradients on, it still trains its bias table (the fold is inference only)."""
+    import mechanisms.swin as swin
+
+    monkeypatch.setattr(swin, "EXPLICIT", {("cpu", torch.float64): explicit})
+    torch.manual_seed(0)
+    attn = mechanisms.build("swin", 16, 2, window_size=4, shift=shift).double().eval()
+    with torch.no_grad():
+        attn.relative_position_bias_table.normal_()
+    served = attn.deploy()
+    assert served is not attn and served.served and not attn.served and served.deploy() is served
+    assert served.state_dict().keys() == attn.state_dict().keys()
+    for H, W in [(8, 8), (9, 11), (8, 8)]:
+        x = torch.randn(2, H, W, 16, dtype=torch.float64)
+        with torch.no_grad():
+            torch.testing.assert_close(served(x), attn(x), rtol=0, atol=1e-12)
+            torch.testing.assert_close(served(x), reference_forward(attn, x), rtol=0, atol=1e-10)
+    folds = [k for k in served._mask_cache if k[0] == "bias+mask"]
+    assert len(folds) == (2 if shift else 1)  # one per masked size (9x11 pads; 8x8 only when shifted)
+    assert not any(k[0] == "bias+mask" for k in attn._mask_cache)
+    x = torch.randn(1, 9, 11, 16, dtype=torch.float64)
+    (g,) = torch.autograd.grad(served(x).sum(), [served.relative_position_bias_table])
+    assert g.abs().sum() > 0
 
 
 def test_forward_cases_run_the_deploy_form_and_train_cases_the_training_form():

@@ -302,3 +302,59 @@ def test_swin_bias_is_learned_and_index_not_saved():
     assert "relative_position_index" not in m.state_dict()
     idx = m.relative_position_index
     assert idx.shape == (25, 25) and idx[0, 0] == idx[24, 24] == 4 * 9 + 4 and idx[0, 24] == 0
+
+
+def _generic_masked() -> list:
+    """Mechanisms whose ``masked`` backend is the generic one (Slide's computes over its own keys)."""
+    from mechanisms.base import AttentionBase
+
+    return [pytest.param(name, opts, id=f"{name}[{_opts_id(opts)}]")
+            for name in mechanisms.available() for opts in [{}, *VARIANTS.get(name, [])]
+            if "masked" in mechanisms.get(name).backends
+            and mechanisms.get(name)._forward_masked is AttentionBase._forward_masked]
+
+
+@pytest.mark.parametrize("name,opts", _generic_masked())
+@pytest.mark.parametrize("block_rows", [1, 4])
+def test_masked_in_row_blocks_equals_the_reference(name, opts, block_rows, monkeypatch):
+    """Blocks of query rows (how ``masked`` fits 224² in memory) compute what one block does: the
+    float64 reference, forward and input gradient, on a ragged map the blocks do not divide."""
+    import mechanisms.base as base
+
+    H, W = 13, 17
+    m = _build(name, opts, "masked")
+    per_query = m._masked_bytes_per_query(2, H * W, 8)
+    monkeypatch.setattr(base, "MASKED_BLOCK_BYTES", block_rows * W * per_query)
+    assert m.masked_block_rows(2, H, W, 8) == block_rows  # the forward below really runs in blocks
+    x = torch.randn(2, H, W, DIM, dtype=torch.float64, requires_grad=True)
+    y, ref = m(x), reference_forward(m, x, dtype=None)
+    assert (y - ref).abs().max().item() <= 1e-10
+    weight = torch.randn_like(y)
+    (g,) = torch.autograd.grad((y * weight).sum(), [x])
+    (r,) = torch.autograd.grad((ref * weight).sum(), [x])
+    assert (g - r).abs().max().item() <= 1e-9 * max(1.0, r.abs().max().item())
+
+
+def test_masked_memory_model_follows_its_blocks():
+    """At 224² the predicted footprint of ``masked`` forward is one block (about MASKED_BLOCK_BYTES),
+    not the (heads, N, N) tensors of one call; training still keeps every block's logits."""
+    from mechanisms.base import MASKED_BLOCK_BYTES
+
+    m = mechanisms.build("swin", 64, 2, backend="masked")
+    N = 224 * 224
+    fwd = m.attention_memory_bytes(1, 224, 224, 4, train=False)
+    train = m.attention_memory_bytes(1, 224, 224, 4, train=True)
+    assert m.masked_block_rows(1, 224, 224, 4) < 224
+    assert MASKED_BLOCK_BYTES / 2 < fwd <= MASKED_BLOCK_BYTES
+    assert train - fwd == 2 * 2 * N * N * 4
+    small = m.attention_memory_bytes(1, 14, 14, 4, train=False)  # one block: the whole (h, N, N) call
+    assert small == 196 * 196 * (2 * 4 * 2 + 24 + 2 + 2 * 4 * 2)
+
+
+def test_slide_flex_memory_model_is_linear_in_tokens():
+    """Slide's flex keeps per-tile copies and tables, O(N): not the masked backend's N² (it once
+    fell through to that model, and the predictor skipped flex at 224² as needing 136 GiB)."""
+    m = mechanisms.build("slide", 64, 2, deformable=False, backend="flex")
+    small, large = (m.attention_memory_bytes(1, s, s, 4, train=False) for s in (112, 224))
+    assert large < 2**29
+    assert 3.5 < large / small < 4.2
