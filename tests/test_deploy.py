@@ -60,8 +60,8 @@ def test_served_swin_folds_bias_and_mask_and_equals_the_training_form(shift, exp
     served = attn.deploy()
     assert served is not attn and served.served and not attn.served and served.deploy() is served
     assert served.state_dict().keys() == attn.state_dict().keys()
-    for H, W in [(8, 8), (9, 11), (8, 8)]:
-        x = torch.randn(2, H, W, 16, dtype=torch.float64)
+    for H, W, B in [(8, 8, 1), (9, 11, 1), (8, 8, 2), (9, 11, 2)]:  # the explicit path folds at batch 1
+        x = torch.randn(B, H, W, 16, dtype=torch.float64)
         with torch.no_grad():
             torch.testing.assert_close(served(x), attn(x), rtol=0, atol=1e-12)
             torch.testing.assert_close(served(x), reference_forward(attn, x), rtol=0, atol=1e-10)

@@ -22,7 +22,7 @@ from typing import Any, Iterator
 import torch
 import torch.nn as nn
 
-__all__ = ["attention_macs", "flop_counter_macs", "fvcore_macs", "sdpa_jit_handle"]
+__all__ = ["attention_macs", "baddbmm_jit_handle", "flop_counter_macs", "fvcore_macs", "sdpa_jit_handle"]
 
 
 def attention_macs(q_shape: Sequence[int], k_shape: Sequence[int], v_shape: Sequence[int]) -> int:
@@ -48,6 +48,19 @@ def sdpa_jit_handle(inputs: list[Any], outputs: list[Any]) -> int:
 
     q, k, v = (get_shape(t) for t in inputs[:3])
     return attention_macs(q, k, v)
+
+
+def baddbmm_jit_handle(inputs: list[Any], outputs: list[Any]) -> int:
+    """fvcore handle for ``aten::baddbmm`` (beta·input + alpha·b1 @ b2): the b·n·m·p MACs of the product.
+
+    fvcore has handles for ``bmm`` and ``addmm`` but not ``baddbmm``, which Swin's CPU path uses to fold
+    the scale and the bias into its per-head GEMMs; unhandled, its q·kᵀ would count as zero.
+    """
+    from fvcore.nn.jit_handles import get_shape
+
+    b, n, m = get_shape(inputs[1])
+    p = get_shape(inputs[2])[-1]
+    return b * n * m * p
 
 
 @contextmanager
@@ -83,6 +96,7 @@ def fvcore_macs(module: nn.Module, inputs: Any) -> tuple[int, dict[str, int], di
             inputs = (inputs,)
         analysis = FlopCountAnalysis(module, tuple(inputs))
         analysis.set_op_handle("aten::scaled_dot_product_attention", sdpa_jit_handle)
+        analysis.set_op_handle("aten::baddbmm", baddbmm_jit_handle)
         analysis.unsupported_ops_warnings(False)
         analysis.uncalled_modules_warnings(False)
         analysis.tracer_warnings("none")
