@@ -65,6 +65,16 @@ def _count(ctx: MetricContext, counter, notes: list[str]) -> Any:
     return counter(*_inputs(ctx, "device"))
 
 
+def _compiled_backend(case: Any) -> str | None:
+    """The case's backend when its mechanism compiles it (``compiled_backends``: flex), else None."""
+    import mechanisms
+
+    backend, name = getattr(case, "backend", None), getattr(case, "mechanism", None)
+    if not backend or not name or name not in mechanisms.available():
+        return None
+    return backend if backend in getattr(mechanisms.get(name), "compiled_backends", ()) else None
+
+
 def mismatch(analytic: int, counted: list[int | None], tolerance: float) -> bool | None:
     """True when any counted value is off the analytic one by more than ``tolerance`` (relative)."""
     values = [c for c in counted if c is not None]
@@ -79,9 +89,13 @@ def measure(ctx: MetricContext) -> dict[str, Any]:
     row: dict[str, Any] = {MACS: analytic["total"], MACS_ATTENTION: analytic["attention"]}
     notes: list[str] = []
     fv = fc = unsupported = None
-    if opts.fvcore:
+    compiled = _compiled_backend(ctx.case)
+    if compiled:  # fvcore's jit trace and FlopCounterMode's dispatch do not see inside a compiled kernel
+        notes.append(f"counters skipped: the {compiled} backend runs a torch.compile'd kernel that neither "
+                     "fvcore nor FlopCounterMode can trace; analytic MACs only")
+    if opts.fvcore and not compiled:
         fv, _, unsupported = _count(ctx, fvcore_macs, notes)
-    if opts.flop_counter:
+    if opts.flop_counter and not compiled:
         fc, _ = _count(ctx, flop_counter_macs, notes)
     row["macs_fvcore"] = fv
     row["macs_flop_counter"] = fc
