@@ -25,9 +25,7 @@ How a session runs:
    runs AB, BA, BA, AB, ... over rounds from a seeded random start (ABBA counterbalancing cancels a
    linear drift and any first-measured advantage). The schedule is stored in ``schedule.csv``.
    The suite's timing budget (``timing.min_run_time``) is split over the rounds, so a session
-   costs about two ordinary runs plus per-round warm-up. From the second round on, both sides of a
-   case time fixed blocks sized from the first round (``blocks_for_round``), not
-   ``blocked_autorange``, whose block-size search alone overran a round's short budget. The first round also runs the suite's
+   costs about two ordinary runs plus per-round warm-up. The first round also runs the suite's
    other measuring metrics (memory...) on both sides.
 5. One run directory: ``results.csv`` with a row per case and side (label ``<label> [base]`` /
    ``[head]``; with ``--variant`` the two labels themselves), ``samples.jsonl`` (blocks and round
@@ -129,22 +127,6 @@ def make_schedule(n_pairs: int, rounds: int, seed: int) -> list[tuple[int, int, 
 
 
 # -------------------------------------------------------------------------------------- workers
-BLOCKS_PER_ROUND = 3
-
-
-def blocks_for_round(budget_s: float, per_call_s: float) -> int:
-    """Calls per timed block so that a round's budget holds about ``BLOCKS_PER_ROUND`` blocks.
-
-    Why: after a case's first round, both sides time fixed blocks of this size (the slower side's
-    per-call time decides, so neither overruns) instead of ``blocked_autorange``, whose block-size
-    search alone took several times a round's budget (``attnbench.metrics.timing.fixed_blocks``).
-    Several blocks a round keep the round's median robust to one disturbed block.
-    """
-    if not math.isfinite(per_call_s) or per_call_s <= 0:
-        return 1
-    return max(1, math.ceil(budget_s / (BLOCKS_PER_ROUND * per_call_s)))
-
-
 def worker_context() -> mp.context.BaseContext:
     """Where workers come from: a fork server that has imported torch, where the platform has one.
 
@@ -468,15 +450,10 @@ def _measure(suite: Any, sides: dict[str, Side], pairs: list[Pair], run_dir: Pat
     rows.update(_initial_rows(sides, pairs, threads))
     flush()
 
-    block_calls: dict[int, int] = {}  # pair -> calls per timed block from its first round (both sides)
-
-    def options(case: Case, pair: int) -> dict[str, Any]:
+    def options(case: Case) -> dict[str, Any]:
         opts = {m: (o.model_dump(mode="json") if o is not None else None)
                 for m, o in suite.metric_options_for(grid_case.get(case.key(), case)).items()}
         opts["time"]["min_run_time"] = min_run_time or round_budget(opts["time"]["min_run_time"], rounds)
-        if pair in block_calls and not opts["time"].get("block_calls"):
-            opts["time"]["block_calls"] = block_calls[pair]
-            opts["time"]["warmup"] = max(1, int(opts["time"].get("warmup") or 0))  # a fresh process: one cold call
         return opts
 
     workers = {s: SideWorker(WorkerInit(threads=threads, max_memory_gb=limits.max_memory_gb,
@@ -505,7 +482,7 @@ def _measure(suite: Any, sides: dict[str, Side], pairs: list[Pair], run_dir: Pat
                 w.start()
             case, row_case = (p.base, p.base_row) if s == "base" else (p.head, p.head_row)
             metrics = first_metrics if r == 0 else ["time"]
-            job = Job(case=case.to_dict(), metrics=metrics, options=options(case, i),
+            job = Job(case=case.to_dict(), metrics=metrics, options=options(case),
                       env={"matmul_peak_gflops": peaks.get(case.device, {})})
             outcome = workers[s].run(job)
             row = rows[row_case.key()]
@@ -522,9 +499,6 @@ def _measure(suite: Any, sides: dict[str, Side], pairs: list[Pair], run_dir: Pat
             other = "head" if s == "base" else "base"
             if (r, i, other) in round_median:
                 ratios[i].append(round_median[(r, i, "head")] / round_median[(r, i, "base")])
-                if r == 0:
-                    per_call_s = max(round_median[(0, i, "base")], round_median[(0, i, "head")]) / 1e3
-                    block_calls[i] = blocks_for_round(options(p.base, i)["time"]["min_run_time"], per_call_s)
             flush(every_s=2.0)
         log(f"round {rounds}/{rounds} done ({time.monotonic() - t0:.0f} s)")
     finally:

@@ -109,20 +109,6 @@ def test_timing_statistics_with_an_injected_clock():
     assert sum(t * m.number_per_run for t in m.times) >= 0.2 - 1e-9
 
 
-def test_fixed_blocks_time_the_given_block_until_the_budget_is_spent():
-    """The fixed-block path (``attnbench ab`` after a case's first round): blocks of exactly
-    ``block_calls`` calls, as many as the budget needs (at least one), per-call times in the Measurement,
-    and the warm-up calls outside them."""
-    clock = FakeClock(0.001)
-    m = timing.time_step(clock.step, lambda: None, threads=1, min_run_time=0.01, warmup=2, timer=clock, block_calls=3)
-    assert m.number_per_run == 3 and len(m.raw_times) == 4  # 3 ms a block until 10 ms: 4 blocks
-    assert m.median == pytest.approx(0.001, rel=1e-9)
-    assert clock.calls == 2 + 12
-    slow = FakeClock(0.5)
-    one = timing.time_step(slow.step, lambda: None, threads=1, min_run_time=0.01, warmup=0, timer=slow, block_calls=1)
-    assert len(one.raw_times) == 1  # a block longer than the budget still gives one sample
-
-
 def test_timing_metric_columns_and_samples():
     case = _case("axial", h=8, w=8)
     ctx = _ctx(case, timing.Options(min_run_time=0.5, warmup=1), env={"matmul_peak_gflops": {"float32": 10.0}})

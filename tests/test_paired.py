@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from attnbench.ab import BLOCKS_PER_ROUND, blocks_for_round, make_schedule, pair_cases
+from attnbench.ab import make_schedule, pair_cases
 from attnbench.paired import (compare_rounds, detectable_slowdown, interval_rank, min_rounds, paired_verdict,
                               robust_sd, signed_rank_null, signed_rank_p)
 from attnbench import UserError
@@ -226,13 +226,3 @@ def test_abreport_calibration_of_an_aa_session(tmp_path):
     assert "False alarms: 1 of 2 cases (50.0%) flagged at threshold 5.0%." in text
     abreport.write(session, comp)
     assert len(pd.read_csv(tmp_path / "calibration.csv")) == 2
-
-
-def test_block_size_after_the_first_round_fits_the_round_budget():
-    """Blocks of this size put about BLOCKS_PER_ROUND blocks in a round: 0.3 s over 16 rounds is 19 ms a
-    round; a 5 ms call gets 2-call blocks, a 0.2 ms call 32-call blocks; no time known: one call."""
-    assert BLOCKS_PER_ROUND == 3
-    assert blocks_for_round(0.3 / 16, 0.005) == 2
-    assert blocks_for_round(0.3 / 16, 0.0002) == 32
-    assert blocks_for_round(0.003, 0.5) == 1
-    assert blocks_for_round(0.003, float("nan")) == 1 and blocks_for_round(0.003, 0.0) == 1

@@ -84,7 +84,7 @@ def test_defaults_are_filled_and_documented_values_used():
     assert d["batch_size"] == 1 and d["dim"] == 64 and d["num_heads"] == 2 and d["resolutions"] == [56]
     assert d["metrics"] == ["flops", "params", "memory", "time"]
     assert d["limits"] == {"max_memory_gb": 16.0, "timeout_s": 600.0}
-    assert d["timing"] == {"min_run_time": 1.0, "rounds": 1, "threads": 1, "warmup": 1, "block_calls": None, "clock": "wall"}
+    assert d["timing"] == {"min_run_time": 1.0, "rounds": 1, "threads": 1, "warmup": 1, "clock": "wall"}
     assert d["workers"] == 1 and d["cases_per_worker"] == 1 and d["seed"] == 0 and d["tasks"] == [None]
 
 

@@ -42,9 +42,6 @@ class Options(BaseModel):
                         "keeps the median of round medians and their spread (attnbench/rounds.py)")
     threads: int = Field(1, ge=1, description="intra-op threads while timing (recorded in every row)")
     warmup: int = Field(1, ge=0, description="untimed calls before measuring")
-    block_calls: int | None = Field(None, ge=1, description="calls per timed block, blocks until min_run_time is "
-                                    "spent; None: blocked_autorange sizes the blocks (attnbench ab sets it from a "
-                                    "case's first round)")
     clock: Literal["wall", "cpu"] = Field(
         "wall", description="wall: elapsed time; cpu: the timing thread's CPU time (CPU device, threads: 1 only)"
     )
@@ -60,9 +57,8 @@ CLOCKS: dict[str, Callable[[], float]] = {"wall": timeit.default_timer, "cpu": t
 
 
 def time_step(step: Callable[[], None], sync: Callable[[], None], *, threads: int, min_run_time: float,
-              warmup: int, timer: Callable[[], float] = timeit.default_timer, block_calls: int | None = None) -> Any:
-    """Warm up, then ``blocked_autorange`` (or fixed blocks of ``block_calls``); returns the torch
-    ``Measurement`` (per-call times, seconds).
+              warmup: int, timer: Callable[[], float] = timeit.default_timer) -> Any:
+    """Warm up, then ``blocked_autorange``; returns the torch ``Measurement`` (per-call times, seconds).
 
     ``timer`` is the clock, injectable so tests check the statistics without a wall clock.
     """
@@ -71,34 +67,8 @@ def time_step(step: Callable[[], None], sync: Callable[[], None], *, threads: in
     for _ in range(warmup):
         step()
     sync()
-    if block_calls:
-        return fixed_blocks(step, sync, number=block_calls, min_run_time=min_run_time, threads=threads, timer=timer)
     t = Timer(stmt="step(); sync()", globals={"step": step, "sync": sync}, num_threads=threads, timer=timer)
     return t.blocked_autorange(min_run_time=min_run_time)
-
-
-def fixed_blocks(step: Callable[[], None], sync: Callable[[], None], *, number: int, min_run_time: float,
-                 threads: int, timer: Callable[[], float]) -> Any:
-    """Blocks of ``number`` calls until ``min_run_time`` is spent (at least one), as a torch ``Measurement``.
-
-    Why: ``blocked_autorange`` first searches a block size (1, 10, 100… calls, until a block is long and
-    the timer's overhead under 1e-4 of it) and then times blocks of that size; with a short budget the
-    search and a single oversized block cost several times the budget. ``attnbench ab`` splits a case's
-    budget over 16 rounds (a 0.3 s budget leaves 19 ms a round), so after a case's first round it
-    passes a block size that fits the round instead. The statement is the same (``step(); sync()``).
-    """
-    from torch.utils.benchmark.utils.common import Measurement, TaskSpec, set_torch_threads
-
-    raw: list[float] = []
-    with set_torch_threads(threads):
-        while not raw or sum(raw) < min_run_time:
-            start = timer()
-            for _ in range(number):
-                step()
-                sync()
-            raw.append(max(timer() - start, 1e-9))
-    return Measurement(number_per_run=number, raw_times=raw,
-                       task_spec=TaskSpec(stmt="step(); sync()", setup="pass", num_threads=threads))
 
 
 def summarize(ctx: MetricContext, measurement: Any, forward_macs: int | None) -> dict[str, Any]:
@@ -112,7 +82,6 @@ def summarize(ctx: MetricContext, measurement: Any, forward_macs: int | None) ->
         LATENCY_IQR_MS: float(measurement.iqr) * 1e3,
         "latency_mean_ms": float(measurement.mean) * 1e3,
         "timing_runs": len(times),
-        "timing_block_calls": int(measurement.number_per_run),
         "throughput_img_s": case.batch_size / median,
         "tokens_per_s": case.batch_size * case.tokens / median,
         "achieved_gflops": None,
@@ -136,7 +105,7 @@ def measure(ctx: MetricContext, timer: Callable[[], float] | None = None) -> dic
         )
     work = make_workload(ctx)
     m = time_step(work.step, work.sync, threads=opts.threads, min_run_time=opts.min_run_time,
-                  warmup=opts.warmup, timer=timer or CLOCKS[opts.clock], block_calls=opts.block_calls)
+                  warmup=opts.warmup, timer=timer or CLOCKS[opts.clock])
     return {**summarize(ctx, m, analytic_macs(ctx)["total"]), TIMING_CLOCK: opts.clock}
 
 
@@ -166,7 +135,6 @@ METRIC = register(Metric(
         Column(LATENCY_IQR_MS, "float", "ms", "interquartile range of the per-call times"),
         Column("latency_mean_ms", "float", "ms"),
         Column("timing_runs", "int", doc="measured blocks"),
-        Column("timing_block_calls", "int", doc="calls per measured block"),
         Column("throughput_img_s", "float", "images/s"),
         Column("tokens_per_s", "float", "tokens/s"),
         Column("achieved_gflops", "float", "GFLOP/s", "2 x forward MACs (x3 in train) / latency"),
