@@ -265,11 +265,11 @@ class AttentionBase(nn.Module):
         outs = []
         for start in range(0, H, step):
             rows = slice(start, min(H, start + step))
-            mask = pattern.dense(x.device, rows=None if step >= H else rows)  # heads, rows·W, N
-            bias = self.logit_bias(H, W) if step >= H else self._logit_bias_rows(H, W, rows)
+            mask = pattern.dense(x.device, rows=rows)  # heads, rows·W, N
+            bias = self._logit_bias_rows(H, W, rows)
             if bias is not None:
                 mask = bias.masked_fill(~mask, float("-inf"))  # one pass over (heads, rows·W, N)
-            queries = q if step >= H else q[:, :, rows.start * W: rows.stop * W]
+            queries = q[:, :, rows.start * W: rows.stop * W]
             outs.append(attend(queries, k, v, mask, scale=self.scale, dropout_p=self._dropout_p()))
         out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
         extra = self.flex_output_term(q, k, v, H, W)
