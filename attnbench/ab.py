@@ -21,13 +21,20 @@ How a session runs:
    noise, which the interval sees, instead of a false regression. The workers are forked from a
    server that has imported torch (``worker_context``), so a fresh pair costs about 0.3 s per round
    here instead of two interpreter start-ups of about 1.5 s each.
-4. Rounds: every round visits all cases in a fresh seeded random order; per case the side order
-   runs AB, BA, BA, AB, ... over rounds from a seeded random start (ABBA counterbalancing cancels a
-   linear drift and any first-measured advantage). The schedule is stored in ``schedule.csv``.
-   The suite's timing budget (``timing.min_run_time``) is split over the rounds, so a session
-   costs about two ordinary runs plus per-round warm-up. The first round also runs the suite's
-   other measuring metrics (memory...) on both sides.
-5. One run directory: ``results.csv`` with a row per case and side (label ``<label> [base]`` /
+4. Rounds: every round visits its cases in a fresh seeded random order; per case the side order
+   runs AB, BA, BA, AB, ... over the case's rounds from a seeded random start (ABBA
+   counterbalancing cancels a linear drift and any first-measured advantage). The schedule is
+   stored in ``schedule.csv``. The suite's timing budget (``timing.min_run_time``) is split over
+   the rounds. The first round also runs the suite's other measuring metrics (memory...) on both
+   sides, one after the other.
+5. Cost. From the second round on, a case is *staged*: both sides' workers build it, warm it up
+   and size its blocks at the same time (nothing is timed then), and only then is each side timed
+   alone. In a fresh process the first call of a case costs up to 5x a steady one, so this halves
+   the untimed part of a round. A case whose one call outlasts its share of the budget is timed in
+   fewer rounds (``rounds_for_call``: as many as its whole budget holds calls, never fewer than
+   ``--min-rounds``), spread over the whole session; a round cannot time less than one call, so
+   at all R rounds such a case would cost R x 2 calls a side where an ordinary run spends one budget.
+6. One run directory: ``results.csv`` with a row per case and side (label ``<label> [base]`` /
    ``[head]``; with ``--variant`` the two labels themselves), ``samples.jsonl`` (blocks and round
    medians), ``env.json`` (both commits, the seed), ``ab.csv`` (verdicts), ``ab.md`` (the report),
    ``schedule.csv`` and, for an A/A session, ``calibration.csv``.
@@ -52,10 +59,10 @@ import numpy as np
 from . import UserError, devices, store
 from .case import Case
 from .executor import Outcome, _death, _Slot
-from .paired import min_rounds
+from .paired import min_rounds as interval_min_rounds
 from .rounds import RoundCollector, round_budget
 from .stats import DEFAULT_CONFIDENCE
-from .worker import Job, WorkerInit
+from .worker import GO, Job, WorkerInit
 
 # ab's defaults, from benchmarks/ab_calibration.py on the 2-core VM (results/ab-calibration/, docs/
 # regression.md): at 10 rounds one wild round (a noise burst that doubles or thins one side's time)
@@ -66,6 +73,11 @@ from .worker import Job, WorkerInit
 # where a 5 % threshold would catch it about half the time. ``compare`` keeps its own 5 % default.
 DEFAULT_ROUNDS = 16
 AB_DEFAULT_THRESHOLD = 0.02
+# Fewest rounds for a case whose one call outlasts its share of the budget (``rounds_for_call``).
+# Resampling the kernels suite's A/A rounds (wall clock, ~4 % round spread) with a +10 % shift
+# multiplied in: 8 rounds flag it 86-100 % of the time by latency band, 6 rounds 73-86 %; the
+# smallest slowdown caught with 95 % probability is ~6 % at 8 rounds against ~4 % at 16.
+DEFAULT_MIN_ROUNDS = 8
 SIDES = ("base", "head")
 
 
@@ -104,6 +116,8 @@ class Session:
     seed: int
     variant: tuple[str, str] | None
     wall_s: float
+    rounds_of: dict[int, int] = field(default_factory=dict)  # pair index -> rounds it was timed in
+    round_floor: int = DEFAULT_MIN_ROUNDS  # fewest rounds a case whose call outlasts its share gets
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -112,18 +126,55 @@ class Session:
 
 
 # ------------------------------------------------------------------------------------- schedule
-def make_schedule(n_pairs: int, rounds: int, seed: int) -> list[tuple[int, int, str]]:
-    """(round, pair index, side) in execution order: a seeded case order per round, ABBA per case."""
+def spread_rounds(count: int, rounds: int) -> list[int]:
+    """``count`` of the session's round indices 0..rounds-1, evenly spaced and always with round 0, so a
+    case timed in fewer rounds is still measured across the whole session, not only at its start."""
+    count = max(1, min(int(count), rounds))
+    if count == 1:
+        return [0]
+    return sorted({round(k * (rounds - 1) / (count - 1)) for k in range(count)})
+
+
+def make_schedule(n_pairs: int, rounds: int, seed: int, rounds_of: dict[int, int] | None = None
+                  ) -> list[tuple[int, int, str]]:
+    """(round, pair index, side) in execution order: a seeded case order per round, ABBA per case.
+
+    ``rounds_of`` (pair -> rounds) leaves a pair out of some rounds (``spread_rounds``); its side order
+    alternates over its own rounds, so every case is counterbalanced however many rounds it gets. The
+    random draws do not depend on ``rounds_of``: round 0 is the same schedule with or without it.
+    """
     rng = np.random.default_rng(seed)
-    first = rng.integers(0, 2, size=n_pairs)  # 0: base first in round 0
+    first = rng.integers(0, 2, size=n_pairs)  # 0: base first in the pair's first round
+    member = {i: set(spread_rounds((rounds_of or {}).get(i, rounds), rounds)) for i in range(n_pairs)}
+    seen = [0] * n_pairs  # rounds of each pair scheduled so far
     out: list[tuple[int, int, str]] = []
     for r in range(rounds):
-        flip = r % 4 in (1, 2)  # AB, BA, BA, AB, ...
         for i in rng.permutation(n_pairs):
+            i = int(i)
+            if r not in member[i]:
+                continue
+            flip = seen[i] % 4 in (1, 2)  # AB, BA, BA, AB, ...
+            seen[i] += 1
             base_first = (first[i] == 0) != flip
             order = SIDES if base_first else SIDES[::-1]
-            out += [(r, int(i), order[0]), (r, int(i), order[1])]
+            out += [(r, i, order[0]), (r, i, order[1])]
     return out
+
+
+def rounds_for_call(call_s: float, round_budget_s: float, rounds: int, floor: int) -> int:
+    """Rounds a case is timed in: all of them while one call fits in a round's share of the budget;
+    beyond that, as many as the case's whole budget holds calls, but never fewer than ``floor``.
+
+    Why: a round times at least one call in a fresh process, after an untimed first call, so a case
+    whose call outlasts its share costs ``rounds`` x 2 calls a side instead of the budget it has in
+    an ordinary run (global 56² batch 8 train: ~60 s against ~2 s). Between-round noise did not
+    shrink with longer calls here (robust sd of the log ratios ~4 % in every latency band of the
+    kernels suite's A/A), so fewer rounds cost power, not correctness: the interval widens with them,
+    and the A/A calibration reports each case's rounds and smallest detectable slowdown.
+    """
+    if not (call_s > 0 and math.isfinite(call_s)) or call_s <= round_budget_s:
+        return rounds
+    return int(min(rounds, max(floor, math.ceil(rounds * round_budget_s / call_s))))
 
 
 # -------------------------------------------------------------------------------------- workers
@@ -179,14 +230,19 @@ class SideWorker:
         raise UserError(f"a worker for {self.init.paths[0] if self.init.paths else 'this tree'} failed to start: "
                         f"{reason}")
 
-    def run(self, job: Job) -> Outcome:
+    def send(self, message: Any) -> float:
+        """Send a job (or ``GO``); returns when, for ``reply``'s timeout."""
         self.start()
-        slot = self.slot
-        started = time.monotonic()
         try:
-            slot.conn.send(job)
+            self.slot.conn.send(message)
         except OSError:
             pass
+        return time.monotonic()
+
+    def reply(self, started: float) -> Outcome:
+        """The worker's answer to what was sent at ``started``: its outcome, ``prepared`` for a staged
+        job it holds ready, or how it died or overran (the process is then gone)."""
+        slot = self.slot
         while True:
             ready = wait([slot.conn, slot.proc.sentinel], timeout=max(0.05, self.timeout_s - (time.monotonic() - started)))
             elapsed = time.monotonic() - started
@@ -196,6 +252,8 @@ class SideWorker:
                 except (EOFError, OSError):
                     res = None
                 if isinstance(res, dict):
+                    if res["status"] == "prepared":
+                        return Outcome("prepared", None, {}, {}, res["wall_s"])
                     if res["status"] != "ok":
                         self.close(kill=True)  # a failure gets a fresh process, as in LocalExecutor
                     return Outcome(res["status"], res["error"], res["columns"], res["samples"], res["wall_s"])
@@ -208,6 +266,9 @@ class SideWorker:
                 self.close(kill=True)
                 return Outcome("timeout", f"case did not finish within limits.timeout_s={self.timeout_s:g} s; "
                                "worker killed", {}, {}, elapsed)
+
+    def run(self, job: Job) -> Outcome:
+        return self.reply(self.send(job))
 
     def close(self, kill: bool = False) -> None:
         if self.slot is None:
@@ -278,15 +339,23 @@ def pair_cases(base: list[Case], head: list[Case], variant: tuple[str, str] | No
     return pairs, only_base, [c for c in head if c.key() not in used]
 
 
-def check_args(rounds: int, threshold: float, confidence: float) -> None:
+def check_args(rounds: int, threshold: float, confidence: float, floor: int | None = None) -> int:
+    """Refuse impossible settings; returns the round floor in force (never above ``rounds``, never
+    below what the interval needs at ``confidence``)."""
     if not threshold >= 0:
         raise UserError(f"--threshold {threshold}: give a non-negative fraction, e.g. 0.05 for 5 %")
     if not 0.5 <= confidence < 1:
         raise UserError(f"--confidence {confidence}: give a value in [0.5, 1), e.g. 0.95")
-    need = min_rounds(confidence)
+    need = interval_min_rounds(confidence)
     if rounds < need:
         raise UserError(f"--rounds {rounds}: the signed-rank interval needs at least {need} rounds at "
                         f"{confidence:.0%} confidence; use --rounds {need} or more (default {DEFAULT_ROUNDS})")
+    if floor is None:
+        floor = max(DEFAULT_MIN_ROUNDS, need)
+    if floor < need:
+        raise UserError(f"--min-rounds {floor}: the signed-rank interval needs at least {need} rounds at "
+                        f"{confidence:.0%} confidence; use --min-rounds {need} or more (default {DEFAULT_MIN_ROUNDS})")
+    return min(floor, rounds)
 
 
 # ------------------------------------------------------------------------------------- session
@@ -294,7 +363,7 @@ def run_session(base_ref: str, head_ref: str, suite_path: str | Path, *, rounds:
                 out: str | Path = "results", seed: int = 0, variant: tuple[str, str] | None = None,
                 imports: tuple[str, ...] = (), min_run_time: float | None = None, repo: str | Path = ".",
                 threshold: float = AB_DEFAULT_THRESHOLD, confidence: float = DEFAULT_CONFIDENCE,
-                log: Callable[[str], None] = lambda s: None) -> Session:
+                min_rounds: int | None = None, log: Callable[[str], None] = lambda s: None) -> Session:
     """Run an A/B session and store it; returns the Session (``abreport`` turns it into verdicts)."""
     import importlib
 
@@ -302,7 +371,7 @@ def run_session(base_ref: str, head_ref: str, suite_path: str | Path, *, rounds:
     from .runner import matmul_peaks, worker_imports
     from .suite import load_suite
 
-    check_args(rounds, threshold, confidence)
+    round_floor = check_args(rounds, threshold, confidence, min_rounds)
     if min_run_time is not None and not min_run_time > 0:
         raise UserError(f"--min-run-time {min_run_time}: give seconds > 0")
     t0 = time.monotonic()
@@ -358,7 +427,8 @@ def run_session(base_ref: str, head_ref: str, suite_path: str | Path, *, rounds:
             "git_commit": refs["head"].short, "git_dirty": False, "matmul_peak_gflops": peaks.get(devs[0], {}),
             "matmul_peak_gflops_by_device": peaks,
             "ab": {"base_ref": refs["base"].name, "base_commit": refs["base"].commit, "head_ref": refs["head"].name,
-                   "head_commit": refs["head"].commit, "rounds": rounds, "seed": seed,
+                   "head_commit": refs["head"].commit, "rounds": rounds, "min_rounds": round_floor,
+                   "seed": seed,
                    "order": "seeded random case order per round; per case AB,BA,BA,AB,... from a seeded start",
                    "variant": list(variant) if variant else None, "compared_paths": compared,
                    "plugins_outside_repository": outside, "threshold": threshold, "confidence": confidence},
@@ -366,7 +436,7 @@ def run_session(base_ref: str, head_ref: str, suite_path: str | Path, *, rounds:
         store.write_env(run_dir, env)
         store.write_suite(run_dir, suite.as_dict())
         session = _measure(suite, sides, pairs, run_dir, rounds=rounds, seed=seed, threads=threads, peaks=peaks,
-                           min_run_time=min_run_time, log=log)
+                           min_run_time=min_run_time, round_floor=round_floor, log=log)
         session.only_base, session.only_head = only_base, only_head
         session.variant = variant
         if outside:
@@ -424,7 +494,7 @@ def _finish_rows(run_dir: Path, collectors: dict[str, Any], pairs: list[Pair], r
 
 
 def _measure(suite: Any, sides: dict[str, Side], pairs: list[Pair], run_dir: Path, *, rounds: int, seed: int,
-             threads: int, peaks: dict[str, dict[str, float]], min_run_time: float | None,
+             threads: int, peaks: dict[str, dict[str, float]], min_run_time: float | None, round_floor: int,
              log: Callable[[str], None]) -> Session:
     from . import metrics as metric_registry
 
@@ -461,45 +531,89 @@ def _measure(suite: Any, sides: dict[str, Side], pairs: list[Pair], run_dir: Pat
                                         log_path=str(run_dir / f"worker-{s}.log"), paths=(str(sides[s].tree),)),
                              timeout_s=limits.timeout_s)
                for s in SIDES}
-    schedule = make_schedule(len(pairs), rounds, seed)
-    _write_schedule(run_dir, schedule, pairs)
-    t0 = time.monotonic()
-    current_round = 0
-    try:
-        for r, i, s in schedule:
-            if r != current_round:
-                log(f"round {current_round + 1}/{rounds} done ({time.monotonic() - t0:.0f} s)")
+
+    def record(r: int, i: int, s: str, outcome: Outcome) -> None:
+        p = pairs[i]
+        row_case = p.base_row if s == "base" else p.head_row
+        row = rows[row_case.key()]
+        if outcome.status != "ok":
+            p.failed = True
+            row.update({**outcome.columns, "status": outcome.status,
+                        "error": (f"round {r + 1}: " if r else "") + str(outcome.error)})
+            flush()
+            return
+        cols, _ = collectors[s].add(row_case.key(), outcome.columns, outcome.samples)
+        row.update({**cols, "status": "ok", "error": None,
+                    "wall_s": round(float(row.get("wall_s") or 0) + outcome.wall_s, 3)})
+        round_median[(r, i, s)] = float(np.median(outcome.samples.get("latency_ms") or [math.nan]))
+        if (r, i, "base") in round_median and (r, i, "head") in round_median:
+            ratios[i].append(round_median[(r, i, "head")] / round_median[(r, i, "base")])
+        flush(every_s=2.0)
+
+    def measure_pair(r: int, i: int, sides_order: tuple[str, str]) -> None:
+        """Round 0 runs each side's whole job in turn (it has the suite's other metrics too). Later rounds
+        are staged: both workers build and warm up at once, untimed, then each side is timed alone."""
+        p = pairs[i]
+        for w in workers.values():  # both start together (nothing is timed meanwhile) ...
+            w.launch()
+        for w in workers.values():  # ... and are idle and ready before anything is timed
+            w.start()
+        jobs = {s: Job(case=(p.base if s == "base" else p.head).to_dict(), metrics=first_metrics if r == 0 else ["time"],
+                       options=options(p.base if s == "base" else p.head), staged=r > 0,
+                       env={"matmul_peak_gflops": peaks.get(p.head.device, {})})
+                for s in sides_order}
+        if r == 0:
+            for s in sides_order:
+                record(r, i, s, workers[s].run(jobs[s]))
+                if p.failed:
+                    return
+            return
+        sent = {s: workers[s].send(jobs[s]) for s in sides_order}
+        prepared = {s: workers[s].reply(sent[s]) for s in sides_order}
+        failed = [s for s in sides_order if prepared[s].status != "prepared"]
+        if failed:
+            for s in sides_order:
+                if s in failed:
+                    record(r, i, s, prepared[s])
+                else:
+                    workers[s].close()  # drops its prepared job
+            return
+        for s in sides_order:
+            outcome = workers[s].reply(workers[s].send(GO))
+            outcome.wall_s += prepared[s].wall_s
+            record(r, i, s, outcome)
+            if p.failed:
+                for other in sides_order:
+                    if other != s:
+                        workers[other].close()
+                return
+
+    def run(schedule: list[tuple[int, int, str]], t0: float, current: list[int]) -> None:
+        for n in range(0, len(schedule), 2):
+            (r, i, s1), (_, _, s2) = schedule[n], schedule[n + 1]
+            if r != current[0]:
+                log(f"round {current[0] + 1}/{rounds} done ({time.monotonic() - t0:.0f} s)")
                 flush()
-                current_round = r
+                current[0] = r
                 for w in workers.values():  # fresh processes every round, both sides: see the module docstring
                     w.close()
-            p = pairs[i]
-            if p.failed:
-                continue
-            for w in workers.values():  # both start together (nothing is timed meanwhile) ...
-                w.launch()
-            for w in workers.values():  # ... and are idle and ready before anything is timed
-                w.start()
-            case, row_case = (p.base, p.base_row) if s == "base" else (p.head, p.head_row)
-            metrics = first_metrics if r == 0 else ["time"]
-            job = Job(case=case.to_dict(), metrics=metrics, options=options(case),
-                      env={"matmul_peak_gflops": peaks.get(case.device, {})})
-            outcome = workers[s].run(job)
-            row = rows[row_case.key()]
-            if outcome.status != "ok":
-                p.failed = True
-                row.update({**outcome.columns, "status": outcome.status,
-                            "error": (f"round {r + 1}: " if r else "") + str(outcome.error)})
-                flush()
-                continue
-            cols, samples = collectors[s].add(row_case.key(), outcome.columns, outcome.samples)
-            row.update({**cols, "status": "ok", "error": None, "wall_s": round(float(row.get("wall_s") or 0)
-                                                                             + outcome.wall_s, 3)})
-            round_median[(r, i, s)] = float(np.median(outcome.samples.get("latency_ms") or [math.nan]))
-            other = "head" if s == "base" else "base"
-            if (r, i, other) in round_median:
-                ratios[i].append(round_median[(r, i, "head")] / round_median[(r, i, "base")])
-            flush(every_s=2.0)
+            if not pairs[i].failed:
+                measure_pair(r, i, (s1, s2))
+
+    t0 = time.monotonic()
+    current = [0]
+    rounds_of: dict[int, int] = {}
+    try:
+        first = [e for e in make_schedule(len(pairs), rounds, seed) if e[0] == 0]
+        _write_schedule(run_dir, first, pairs)
+        run(first, t0, current)
+        for i, p in enumerate(pairs):  # the case's call time, from its first round, sets its rounds
+            calls = [round_median.get((0, i, s), math.nan) / 1e3 for s in SIDES]
+            budget = float(options(p.head)["time"]["min_run_time"])
+            rounds_of[i] = rounds_for_call(float(np.mean(calls)), budget, rounds, round_floor)
+        schedule = make_schedule(len(pairs), rounds, seed, rounds_of)
+        _write_schedule(run_dir, schedule, pairs)
+        run([e for e in schedule if e[0] > 0], t0, current)
         log(f"round {rounds}/{rounds} done ({time.monotonic() - t0:.0f} s)")
     finally:
         flush()  # whatever ended the session (Ctrl-C included), the rows measured so far are on disk
@@ -508,4 +622,4 @@ def _measure(suite: Any, sides: dict[str, Side], pairs: list[Pair], run_dir: Pat
     _finish_rows(run_dir, collectors, pairs, rows)
     flush()
     return Session(run_dir=run_dir, sides=sides, pairs=pairs, rows=rows, ratios=ratios, only_base=[], only_head=[],
-                   rounds=rounds, seed=seed, variant=None, wall_s=0.0)
+                   rounds=rounds, seed=seed, variant=None, wall_s=0.0, rounds_of=rounds_of, round_floor=round_floor)

@@ -28,6 +28,15 @@ def _name(session: Session, i: int) -> str:
     return case_name(pd.Series(row))
 
 
+def rounds_text(session: Session) -> str:
+    """"16 rounds", or "16 rounds (8-12 for 5 cases whose call outlasts a round's budget)"."""
+    fewer = sorted(n for i, n in session.rounds_of.items() if n < session.rounds and not session.pairs[i].failed)
+    if not fewer:
+        return f"{session.rounds} rounds"
+    span = f"{fewer[0]}" if fewer[0] == fewer[-1] else f"{fewer[0]}-{fewer[-1]}"
+    return f"{session.rounds} rounds ({span} for {len(fewer)} cases whose call outlasts a round's budget)"
+
+
 def findings(session: Session, threshold: float, confidence: float) -> Comparison:
     out: list[Finding] = []
     for i, p in enumerate(session.pairs):
@@ -55,7 +64,7 @@ def findings(session: Session, threshold: float, confidence: float) -> Compariso
         baseline_name=side_a, new_name=side_b, findings=out, env_differences={},
         only_baseline=[c.describe() for c in session.only_base], only_new=[c.describe() for c in session.only_head],
         threshold=threshold, confidence=confidence,
-        basis=(f"Latency judged from {session.rounds} paired rounds per case (base and head measured alternately "
+        basis=(f"Latency judged from {rounds_text(session)} of paired measurements per case (base and head measured alternately "
                f"in each round, seed {session.seed}); signed-rank interval of the head/base ratio."),
     )
 
@@ -91,7 +100,7 @@ def render(session: Session, comp: Comparison, fmt: str = "text") -> str:
     b, h = session.sides["base"].ref, session.sides["head"].ref
     head = (f"attnbench ab: base {b.title} vs head {h.title}"
             + (f", variant {session.variant[0]} vs {session.variant[1]}" if session.variant else "")
-            + f"; {len(session.pairs)} cases x {session.rounds} rounds in {session.wall_s:.0f} s; run {session.run_dir}")
+            + f"; {len(session.pairs)} cases x {rounds_text(session)} in {session.wall_s:.0f} s; run {session.run_dir}")
     lines = [f"_{head}_" if md else head, ""]
     for n in session.notes:
         lines.append(f"> {n}" if md else f"note: {n}")

@@ -13,7 +13,7 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 GIB = 2**30
 CPU_ALLOC_FAILURE = "DefaultCPUAllocator: can't allocate memory"
@@ -38,6 +38,12 @@ class Job:
     metrics: list[str]
     options: dict[str, dict[str, Any] | None]
     env: dict[str, Any] = field(default_factory=dict)
+    # Staged (``attnbench ab``): the worker runs every metric's untimed half (``Metric.prepare``),
+    # answers ``{"status": "prepared"}``, and measures only when it then receives ``GO``.
+    staged: bool = False
+
+
+GO = "go"  # what the parent sends a worker holding a prepared, staged job to measure it now
 
 
 def _vm_data_bytes() -> int | None:
@@ -143,8 +149,18 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def run_job(job: Job, threads: int) -> dict[str, Any]:
-    """Measure one case with every metric; never raises. Returns {status, error, columns, samples}."""
+def _failure(name: str, exc: BaseException) -> tuple[str, str]:
+    """(status, error) of a metric that raised."""
+    if isinstance(exc, NotImplementedError):
+        return "unsupported", f"{name}: {one_line(exc)}"
+    if is_oom(exc):
+        return "oom", f"{name}: {one_line(exc)}"
+    traceback.print_exc()  # into the worker log, for whoever debugs it
+    return "error", f"{name}: {one_line(exc)}"
+
+
+def _contexts(job: Job, threads: int) -> list[tuple[str, Any, Any]]:
+    """(name, metric, context) for each metric of the job, in order."""
     import torch
 
     from . import metrics as metric_registry
@@ -152,28 +168,49 @@ def run_job(job: Job, threads: int) -> dict[str, Any]:
     from .model_case import case_from_dict
 
     case = case_from_dict(job.case)
+    out = []
+    for name in job.metrics:
+        metric = metric_registry.get(name)
+        out.append((name, metric, MetricContext(case=case, options=metric.make_options(job.options.get(name)),
+                                                device=torch.device(case.device), dtype=case.torch_dtype,
+                                                threads=threads, env=job.env)))
+    return out
+
+
+def _run_metrics(parts: list[tuple[str, Any, Callable[[], dict[str, Any]]]]) -> dict[str, Any]:
+    """Call each metric's measuring call in order, stopping at the first failure; never raises."""
     columns: dict[str, Any] = {}
     samples: dict[str, list[float]] = {}
     status, error = "ok", None
-    for name in job.metrics:
-        metric = metric_registry.get(name)
-        ctx = MetricContext(case=case, options=metric.make_options(job.options.get(name)),
-                            device=torch.device(case.device), dtype=case.torch_dtype, threads=threads, env=job.env)
+    for name, ctx, call in parts:
         try:
-            columns.update(metric.measure(ctx))
-        except NotImplementedError as exc:
-            status, error = "unsupported", f"{name}: {one_line(exc)}"
+            columns.update(call())
         except Exception as exc:
-            if is_oom(exc):
-                status, error = "oom", f"{name}: {one_line(exc)}"
-            else:
-                status, error = "error", f"{name}: {one_line(exc)}"
-                traceback.print_exc()  # into the worker log, for whoever debugs it
+            status, error = _failure(name, exc)
         finally:
             samples.update(ctx.samples)
         if status != "ok":
             break
     return {"status": status, "error": error, "columns": columns, "samples": samples}
+
+
+def run_job(job: Job, threads: int) -> dict[str, Any]:
+    """Measure one case with every metric; never raises. Returns {status, error, columns, samples}."""
+    return _run_metrics([(name, ctx, lambda m=metric, c=ctx: m.measure(c)) for name, metric, ctx in _contexts(job, threads)])
+
+
+def prepare_job(job: Job, threads: int) -> tuple[Callable[[], dict[str, Any]] | None, dict[str, Any] | None]:
+    """A staged job's untimed half: (call that measures, None), or (None, the failure's result)."""
+    parts = []
+    for name, metric, ctx in _contexts(job, threads):
+        try:
+            if metric.prepare is None:
+                raise ValueError(f"metric {name!r} has no prepare half, so it cannot run in a staged job")
+            parts.append((name, ctx, metric.prepare(ctx)))
+        except Exception as exc:
+            status, error = _failure(name, exc)
+            return None, {"status": status, "error": error, "columns": {}, "samples": dict(ctx.samples)}
+    return (lambda: _run_metrics(parts)), None
 
 
 def worker_main(conn: Any, init: WorkerInit, max_jobs: int) -> None:
@@ -192,7 +229,21 @@ def worker_main(conn: Any, init: WorkerInit, max_jobs: int) -> None:
         if job is None:
             return
         start = time.perf_counter()
-        result = run_job(job, init.threads)
+        if getattr(job, "staged", False):
+            finish, result = prepare_job(job, init.threads)
+            if finish is not None:
+                prepared_s = time.perf_counter() - start
+                conn.send({"status": "prepared", "wall_s": prepared_s})
+                try:
+                    go = conn.recv()
+                except EOFError:
+                    return
+                if go != GO:  # None (stop) or anything else: the prepared case is dropped
+                    return
+                start = time.perf_counter() - prepared_s  # wall_s: the case's own time, not the wait for GO
+                result = finish()
+        else:
+            result = run_job(job, init.threads)
         result["wall_s"] = time.perf_counter() - start
         sys.stdout.flush()
         sys.stderr.flush()

@@ -244,4 +244,31 @@ def test_cli_defaults_are_the_sessions_defaults():
     from attnbench import ab as session
     from attnbench.commands import ab as command
 
-    assert (command.DEFAULT_ROUNDS, command.AB_DEFAULT_THRESHOLD) == (session.DEFAULT_ROUNDS, session.AB_DEFAULT_THRESHOLD)
+    assert (command.DEFAULT_ROUNDS, command.DEFAULT_MIN_ROUNDS, command.AB_DEFAULT_THRESHOLD) == (
+        session.DEFAULT_ROUNDS, session.DEFAULT_MIN_ROUNDS, session.AB_DEFAULT_THRESHOLD)
+
+
+@pytest.mark.slow
+def test_case_longer_than_its_round_budget_gets_the_floor_of_rounds(throwaway, tmp_path):
+    """A 1 µs share per round is shorter than any call, so every case gets --min-rounds rounds, spread
+    over the whole session (first and last round included), and the report says how many it had."""
+    repo, base, _ = throwaway
+    proc = attnbench(repo, "ab", base, base, "suites/tiny.yaml", "--rounds", "8", "--min-rounds", "6",
+                     "--min-run-time", "0.000001", "--threshold", "0.5", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    (run_dir,) = (tmp_path / "tiny-ab").iterdir()
+    assert set(pd.read_csv(run_dir / "results.csv")["timing_rounds"]) == {6}
+    schedule = pd.read_csv(run_dir / "schedule.csv")
+    for _, rounds in schedule.groupby("case_key")["round"]:
+        assert sorted(set(rounds)) == [0, 1, 3, 4, 6, 7] and len(rounds) == 6
+    assert yaml.safe_load((run_dir / "env.json").read_text())["ab"]["min_rounds"] == 6
+    cal = pd.read_csv(run_dir / "calibration.csv")
+    assert set(cal["rounds"]) == {6}
+    assert "8 rounds (6 for 2 cases whose call outlasts a round's budget)" in proc.stdout
+
+
+def test_too_few_min_rounds_is_one_line_exit_2(throwaway):
+    repo, _, _ = throwaway
+    line = one_line_error(attnbench(repo, "ab", "HEAD", "HEAD", "suites/tiny.yaml", "--min-rounds", "3"))
+    assert line == ("attnbench: error: --min-rounds 3: the signed-rank interval needs at least 6 rounds at 95% "
+                    "confidence; use --min-rounds 6 or more (default 8)")

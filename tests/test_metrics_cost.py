@@ -148,3 +148,19 @@ def test_cpu_clock_rules():
                         device=torch.device("meta"), dtype=torch.float32)
     with pytest.raises(ValueError, match="use clock: wall"):
         timing.measure(ctx)
+
+
+def test_prepared_timing_searches_now_and_times_later():
+    """``prepare_step`` is ``blocked_autorange`` cut in two: warm-up and the block-size search run at
+    prepare time, and the returned call only times blocks of the size found, for the whole budget."""
+    clock = FakeClock(0.004)
+    measure_blocks = timing.prepare_step(clock.step, lambda: None, threads=1, min_run_time=0.2, warmup=3, timer=clock)
+    prepared_calls = clock.calls
+    assert prepared_calls == 3 + 1  # 3 warm-up calls, then one call the search found long enough
+    m = measure_blocks()
+    assert clock.calls - prepared_calls == 50  # 0.2 s of 4 ms calls, one call a block: no second search
+    assert m.number_per_run == 1 and len(m.times) == 50
+    assert m.median == pytest.approx(0.004, rel=1e-9)
+    whole = FakeClock(0.004)
+    same = timing.time_step(whole.step, lambda: None, threads=1, min_run_time=0.2, warmup=3, timer=whole)
+    assert whole.calls == clock.calls and same.times == m.times  # the two halves are time_step exactly

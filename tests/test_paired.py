@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from attnbench.ab import make_schedule, pair_cases
+from attnbench.ab import make_schedule, pair_cases, rounds_for_call, spread_rounds
 from attnbench.paired import (compare_rounds, detectable_slowdown, interval_rank, min_rounds, paired_verdict,
                               robust_sd, signed_rank_null, signed_rank_p)
 from attnbench import UserError
@@ -226,3 +226,34 @@ def test_abreport_calibration_of_an_aa_session(tmp_path):
     assert "False alarms: 1 of 2 cases (50.0%) flagged at threshold 5.0%." in text
     abreport.write(session, comp)
     assert len(pd.read_csv(tmp_path / "calibration.csv")) == 2
+
+
+def test_spread_rounds_cover_the_session():
+    assert spread_rounds(16, 16) == list(range(16))
+    assert spread_rounds(8, 16) == [0, 2, 4, 6, 9, 11, 13, 15]
+    assert spread_rounds(6, 16) == [0, 3, 6, 9, 12, 15]
+    assert spread_rounds(1, 16) == [0] and spread_rounds(40, 16) == list(range(16))
+
+
+def test_rounds_for_call_keeps_every_round_while_a_call_fits():
+    # budget 0.3 s over 16 rounds: 18.75 ms a round
+    b = 0.3 / 16
+    assert rounds_for_call(0.010, b, 16, 8) == 16
+    assert rounds_for_call(b, b, 16, 8) == 16
+    assert rounds_for_call(0.025, b, 16, 8) == 12  # ceil(0.3 / 0.025)
+    assert rounds_for_call(0.040, b, 16, 8) == 8  # ceil(7.5), the floor
+    assert rounds_for_call(1.0, b, 16, 8) == 8 and rounds_for_call(1.0, b, 16, 6) == 6
+    assert rounds_for_call(float("nan"), b, 16, 8) == 16  # nothing measured: no cap
+
+
+def test_schedule_with_fewer_rounds_for_some_cases():
+    full = make_schedule(4, 16, seed=7)
+    capped = make_schedule(4, 16, seed=7, rounds_of={1: 8, 3: 6})
+    assert [e for e in capped if e[0] == 0] == [e for e in full if e[0] == 0]  # round 0 does not depend on caps
+    for i, n in ((0, 16), (1, 8), (2, 16), (3, 6)):
+        mine = [(r, s) for r, ii, s in capped if ii == i]
+        assert sorted({r for r, _ in mine}) == spread_rounds(n, 16)
+        firsts = [mine[k][1] for k in range(0, len(mine), 2)]
+        a, b = firsts[0], ("head" if firsts[0] == "base" else "base")
+        assert firsts == ([a, b, b, a] * 4)[:n]  # ABBA over the case's own rounds
+        assert all(mine[k][0] == mine[k + 1][0] and mine[k][1] != mine[k + 1][1] for k in range(0, len(mine), 2))

@@ -85,6 +85,10 @@ class Metric:
     - ``options`` / ``options_key``: the pydantic model of its suite block and that block's key.
     - ``run_level``: the block is set once for the run (``include:`` blocks may not override it).
     - ``exclusive``: needs the machine alone (``workers`` must be 1).
+    - ``prepare``: ``measure`` in two halves, for callers that prepare several processes at once and
+      measure them one at a time (``attnbench ab``): ``prepare(ctx)`` does the untimed work (build,
+      warm-up) and returns a call that measures and returns the columns. ``measure(ctx)`` must equal
+      ``prepare(ctx)()``.
     - ``runs_module``: executes the mechanism, so a case predicted not to fit in memory is skipped.
     - ``static``: columns known from shapes alone (also written for cases that did not run).
     - ``steps`` / ``seconds``: module steps and fixed seconds a case spends in it (planner, dry run).
@@ -102,6 +106,7 @@ class Metric:
     options_key: str | None = None
     run_level: bool = False
     exclusive: bool = False
+    prepare: Callable[["MetricContext"], Callable[[], dict[str, Any]]] | None = None
     runs_module: bool = True
     static: Callable[[Case], dict[str, Any]] | None = None
     steps: Callable[[Any], int] = _zero

@@ -56,11 +56,16 @@ class Options(BaseModel):
 CLOCKS: dict[str, Callable[[], float]] = {"wall": timeit.default_timer, "cpu": time.thread_time}
 
 
-def time_step(step: Callable[[], None], sync: Callable[[], None], *, threads: int, min_run_time: float,
-              warmup: int, timer: Callable[[], float] = timeit.default_timer) -> Any:
-    """Warm up, then ``blocked_autorange``; returns the torch ``Measurement`` (per-call times, seconds).
+def prepare_step(step: Callable[[], None], sync: Callable[[], None], *, threads: int, min_run_time: float,
+                 warmup: int, timer: Callable[[], float] = timeit.default_timer) -> Callable[[], Any]:
+    """Warm up and size the blocks now; the returned call times the blocks later.
 
-    ``timer`` is the clock, injectable so tests check the statistics without a wall clock.
+    Why two halves: ``attnbench ab`` prepares both sides' workers at once (nothing is timed then) and
+    times them one after the other, so one side's untimed warm-up (in a fresh process the first call
+    of a case costs up to 5x a steady one) no longer waits for the other's. The halves are exactly
+    ``blocked_autorange``: its block-size search (``_estimate_block_size``, which torch also calls
+    a warm-up) runs here, and the returned call runs ``blocked_autorange`` with that size pinned, so
+    the measuring loop is torch's own.
     """
     from torch.utils.benchmark import Timer
 
@@ -68,7 +73,22 @@ def time_step(step: Callable[[], None], sync: Callable[[], None], *, threads: in
         step()
     sync()
     t = Timer(stmt="step(); sync()", globals={"step": step, "sync": sync}, num_threads=threads, timer=timer)
-    return t.blocked_autorange(min_run_time=min_run_time)
+    number = t._estimate_block_size(min_run_time)
+    t._estimate_block_size = lambda _min_run_time: number  # the search is done: keep its answer
+
+    def measure_blocks() -> Any:
+        return t.blocked_autorange(min_run_time=min_run_time)
+
+    return measure_blocks
+
+
+def time_step(step: Callable[[], None], sync: Callable[[], None], *, threads: int, min_run_time: float,
+              warmup: int, timer: Callable[[], float] = timeit.default_timer) -> Any:
+    """Warm up, then ``blocked_autorange``; returns the torch ``Measurement`` (per-call times, seconds).
+
+    ``timer`` is the clock, injectable so tests check the statistics without a wall clock.
+    """
+    return prepare_step(step, sync, threads=threads, min_run_time=min_run_time, warmup=warmup, timer=timer)()
 
 
 def summarize(ctx: MetricContext, measurement: Any, forward_macs: int | None) -> dict[str, Any]:
@@ -95,7 +115,8 @@ def summarize(ctx: MetricContext, measurement: Any, forward_macs: int | None) ->
     return row
 
 
-def measure(ctx: MetricContext, timer: Callable[[], float] | None = None) -> dict[str, Any]:
+def prepare(ctx: MetricContext, timer: Callable[[], float] | None = None) -> Callable[[], dict[str, Any]]:
+    """Build, warm up and size the blocks now; the returned call measures and returns the columns."""
     from .flops import analytic_macs
 
     opts: Options = ctx.options
@@ -104,9 +125,18 @@ def measure(ctx: MetricContext, timer: Callable[[], float] | None = None) -> dic
             f"timing.clock 'cpu' measures host CPU time and cannot time {ctx.device.type} kernels; use clock: wall"
         )
     work = make_workload(ctx)
-    m = time_step(work.step, work.sync, threads=opts.threads, min_run_time=opts.min_run_time,
-                  warmup=opts.warmup, timer=timer or CLOCKS[opts.clock])
-    return {**summarize(ctx, m, analytic_macs(ctx)["total"]), TIMING_CLOCK: opts.clock}
+    measure_blocks = prepare_step(work.step, work.sync, threads=opts.threads, min_run_time=opts.min_run_time,
+                                  warmup=opts.warmup, timer=timer or CLOCKS[opts.clock])
+    macs = analytic_macs(ctx)["total"]
+
+    def timed() -> dict[str, Any]:
+        return {**summarize(ctx, measure_blocks(), macs), TIMING_CLOCK: opts.clock}
+
+    return timed
+
+
+def measure(ctx: MetricContext, timer: Callable[[], float] | None = None) -> dict[str, Any]:
+    return prepare(ctx, timer)()
 
 
 def _plots(frame: Any, env: dict[str, Any], group: Any, stem: Any, baseline: str) -> list[Any]:
@@ -129,6 +159,7 @@ def _plots(frame: Any, env: dict[str, Any], group: Any, stem: Any, baseline: str
 METRIC = register(Metric(
     name="time",
     measure=measure,
+    prepare=prepare,
     doc="latency and throughput of one step with torch.utils.benchmark (median, IQR, raw samples kept)",
     columns=(
         Column(LATENCY_MS, "float", "ms", "median time of one step"),

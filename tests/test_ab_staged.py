@@ -1,0 +1,61 @@
+"""The staged job ``attnbench ab`` uses after its first round, through a real worker process.
+
+Both sides' workers prepare (build, warm up, size the blocks) at once and are then timed one at a
+time: a worker answers ``prepared``, holds the case ready, and measures only on ``GO``. Tested here
+as the session drives it (``SideWorker`` from ab's fork server), with the failure paths: a metric
+without a prepared half, a case that fails while preparing, and a prepared case that is dropped.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from attnbench.ab import SideWorker
+from attnbench.worker import GO, Job, WorkerInit
+from synthetic_runs import case
+
+TIME = {"time": {"min_run_time": 0.02, "warmup": 1, "threads": 1}}
+
+
+@pytest.fixture
+def worker(tmp_path: Path):
+    w = SideWorker(WorkerInit(threads=1, log_path=str(tmp_path / "worker.log")), timeout_s=120)
+    yield w
+    w.close(kill=True)
+
+
+def staged(c, metrics=("time",), options=TIME) -> Job:
+    return Job(case=c.to_dict(), metrics=list(metrics), options=dict(options), staged=True)
+
+
+def test_staged_job_prepares_then_measures_on_go(worker):
+    prepared = worker.reply(worker.send(staged(case("swin", 14, window_size=7))))
+    assert prepared.status == "prepared" and prepared.wall_s > 0 and prepared.columns == {}
+    done = worker.reply(worker.send(GO))
+    assert done.status == "ok", done.error
+    assert done.columns["latency_ms"] > 0 and done.columns["timing_clock"] == "wall"
+    assert len(done.samples["latency_ms"]) == done.columns["timing_runs"] >= 1  # blocks timed after GO
+    # the same process takes the next job
+    again = worker.reply(worker.send(staged(case("global", 14))))
+    assert again.status == "prepared"
+    assert worker.reply(worker.send(GO)).status == "ok"
+
+
+def test_metric_without_a_prepared_half_is_an_error_row(worker):
+    out = worker.reply(worker.send(staged(case("global", 14), metrics=("params",), options={})))
+    assert out.status == "error"
+    assert out.error == "params: ValueError: metric 'params' has no prepare half, so it cannot run in a staged job"
+    assert worker.slot is None  # a failure gets a fresh process
+
+
+def test_case_failing_while_preparing_reports_its_error(worker):
+    out = worker.reply(worker.send(staged(case("swin", 13, window_size=7, pad=False))))
+    assert out.status in ("error", "unsupported") and out.error.startswith("time: ")
+
+
+def test_dropping_a_prepared_case_ends_the_worker_cleanly(worker):
+    assert worker.reply(worker.send(staged(case("global", 14)))).status == "prepared"
+    proc = worker.slot.proc
+    worker.close()  # what ab does when the other side failed: the prepared case is never timed
+    assert not proc.is_alive() and proc.exitcode == 0
