@@ -164,3 +164,17 @@ def test_prepared_timing_searches_now_and_times_later():
     whole = FakeClock(0.004)
     same = timing.time_step(whole.step, lambda: None, threads=1, min_run_time=0.2, warmup=3, timer=whole)
     assert whole.calls == clock.calls and same.times == m.times  # the two halves are time_step exactly
+
+
+@pytest.mark.parametrize("cost,rewarm_calls", [(0.004, 13), (0.1, 0)])
+def test_prepared_timing_rewarms_only_short_blocks(cost, rewarm_calls):
+    """A prepared process waited while the other side was timed: when its blocks are short next to the
+    budget it first runs a quarter of the budget untimed; a block that long is its own warm-up."""
+    clock = FakeClock(cost)
+    measure_blocks = timing.prepare_step(clock.step, lambda: None, threads=1, min_run_time=0.2, warmup=0,
+                                         timer=clock, rewarm=True)
+    prepared = clock.calls
+    m = measure_blocks()
+    timed = round(0.2 / cost) if cost < 0.2 else 1
+    assert clock.calls - prepared == rewarm_calls + timed
+    assert len(m.times) == timed and m.median == pytest.approx(cost, rel=1e-9)

@@ -22,6 +22,7 @@ The clock is recorded in every row (``timing_clock``) and ``compare`` refuses to
 """
 from __future__ import annotations
 
+import math
 import time
 import timeit
 from typing import Any, Callable, Literal
@@ -54,10 +55,12 @@ class Options(BaseModel):
 
 
 CLOCKS: dict[str, Callable[[], float]] = {"wall": timeit.default_timer, "cpu": time.thread_time}
+REWARM_FRACTION = 0.25  # of the budget, run untimed before a prepared measurement (``prepare_step``)
 
 
 def prepare_step(step: Callable[[], None], sync: Callable[[], None], *, threads: int, min_run_time: float,
-                 warmup: int, timer: Callable[[], float] = timeit.default_timer) -> Callable[[], Any]:
+                 warmup: int, timer: Callable[[], float] = timeit.default_timer,
+                 rewarm: bool = False) -> Callable[[], Any]:
     """Warm up and size the blocks now; the returned call times the blocks later.
 
     Why two halves: ``attnbench ab`` prepares both sides' workers at once (nothing is timed then) and
@@ -66,6 +69,10 @@ def prepare_step(step: Callable[[], None], sync: Callable[[], None], *, threads:
     ``blocked_autorange``: its block-size search (``_estimate_block_size``, which torch also calls
     a warm-up) runs here, and the returned call runs ``blocked_autorange`` with that size pinned, so
     the measuring loop is torch's own.
+
+    ``rewarm``: a prepared process waits, idle, while the other side is timed, and its caches go cold.
+    When a block is short next to the budget, the returned call first runs untimed blocks for a
+    quarter of the budget (REWARM_FRACTION); a block that long or longer is its own warm-up.
     """
     from torch.utils.benchmark import Timer
 
@@ -73,10 +80,19 @@ def prepare_step(step: Callable[[], None], sync: Callable[[], None], *, threads:
         step()
     sync()
     t = Timer(stmt="step(); sync()", globals={"step": step, "sync": sync}, num_threads=threads, timer=timer)
+    trials: list[float] = []
+    timeit_once = t._timeit
+    t._timeit = lambda number: trials.append(timeit_once(number)) or trials[-1]  # the search's block times
     number = t._estimate_block_size(min_run_time)
+    del t._timeit
     t._estimate_block_size = lambda _min_run_time: number  # the search is done: keep its answer
+    block_s = trials[-1] if trials else math.inf
 
     def measure_blocks() -> Any:
+        if rewarm and block_s < REWARM_FRACTION * min_run_time:
+            spent = 0.0
+            while spent < REWARM_FRACTION * min_run_time:
+                spent += timeit_once(number)
         return t.blocked_autorange(min_run_time=min_run_time)
 
     return measure_blocks
@@ -115,8 +131,10 @@ def summarize(ctx: MetricContext, measurement: Any, forward_macs: int | None) ->
     return row
 
 
-def prepare(ctx: MetricContext, timer: Callable[[], float] | None = None) -> Callable[[], dict[str, Any]]:
-    """Build, warm up and size the blocks now; the returned call measures and returns the columns."""
+def prepare(ctx: MetricContext, timer: Callable[[], float] | None = None,
+            rewarm: bool = True) -> Callable[[], dict[str, Any]]:
+    """Build, warm up and size the blocks now; the returned call measures and returns the columns
+    (after re-warming caches that went cold while it waited, see ``prepare_step``)."""
     from .flops import analytic_macs
 
     opts: Options = ctx.options
@@ -126,7 +144,7 @@ def prepare(ctx: MetricContext, timer: Callable[[], float] | None = None) -> Cal
         )
     work = make_workload(ctx)
     measure_blocks = prepare_step(work.step, work.sync, threads=opts.threads, min_run_time=opts.min_run_time,
-                                  warmup=opts.warmup, timer=timer or CLOCKS[opts.clock])
+                                  warmup=opts.warmup, timer=timer or CLOCKS[opts.clock], rewarm=rewarm)
     macs = analytic_macs(ctx)["total"]
 
     def timed() -> dict[str, Any]:
@@ -136,7 +154,7 @@ def prepare(ctx: MetricContext, timer: Callable[[], float] | None = None) -> Cal
 
 
 def measure(ctx: MetricContext, timer: Callable[[], float] | None = None) -> dict[str, Any]:
-    return prepare(ctx, timer)()
+    return prepare(ctx, timer, rewarm=False)()  # measured right after the search: nothing went cold
 
 
 def _plots(frame: Any, env: dict[str, Any], group: Any, stem: Any, baseline: str) -> list[Any]:
