@@ -27,10 +27,11 @@ How a session runs:
    stored in ``schedule.csv``. The suite's timing budget (``timing.min_run_time``) is split over
    the rounds. The first round also runs the suite's other measuring metrics (memory...) on both
    sides, one after the other.
-5. Cost. From the second round on, a case is *staged*: both sides' workers build it, warm it up
-   and size its blocks at the same time (nothing is timed then), and only then is each side timed
-   alone. In a fresh process the first call of a case costs up to 5x a steady one, so this halves
-   the untimed part of a round. A case whose one call outlasts its share of the budget is timed in
+5. Cost. From the second round on, a case whose call is short next to its round budget is
+   *staged*: both sides' workers build it, warm it up and size its blocks at the same time (nothing
+   is timed then), and only then is each side re-warmed and timed alone (``stage_case``). In a fresh
+   process the first call of a case costs up to 5x a steady one, so this halves the untimed part of
+   a round. A case whose one call outlasts its share of the budget is timed in
    fewer rounds (``rounds_for_call``: as many as its whole budget holds calls, never fewer than
    ``--min-rounds``), spread over the whole session; a round cannot time less than one call, so
    at all R rounds such a case would cost R x 2 calls a side where an ordinary run spends one budget.
@@ -159,6 +160,21 @@ def make_schedule(n_pairs: int, rounds: int, seed: int, rounds_of: dict[int, int
             order = SIDES if base_first else SIDES[::-1]
             out += [(r, i, order[0]), (r, i, order[1])]
     return out
+
+
+def stage_case(call_s: float, round_budget_s: float) -> bool:
+    """Whether a case's later rounds are staged: only when its call is short next to a round's budget.
+
+    Why: a staged worker waits, idle, while the other side is timed, so it re-warms before timing
+    (``attnbench.metrics.timing.prepare_step``), which is affordable only for short calls. Staging a
+    long call without that re-warm made its rounds noisier: in a kernels-suite A/A the round spread
+    of the cases whose call outlasts their round budget rose from 3.9 % to 5.2 % (median), while the
+    re-warmed short cases stayed at 4.0-4.1 %. Long calls run each side's whole job in turn, as the
+    first round does.
+    """
+    from .metrics.timing import REWARM_FRACTION
+
+    return math.isfinite(call_s) and 0 < call_s < REWARM_FRACTION * round_budget_s
 
 
 def rounds_for_call(call_s: float, round_budget_s: float, rounds: int, floor: int) -> int:
@@ -472,10 +488,12 @@ def _initial_rows(sides: dict[str, Side], pairs: list[Pair], threads: int) -> di
     return rows
 
 
-def _write_schedule(run_dir: Path, schedule: list[tuple[int, int, str]], pairs: list[Pair]) -> None:
-    """schedule.csv: the order the session measured in (round, case, side), so it can be audited."""
-    store.atomic_write_text(run_dir / "schedule.csv", "position,round,case_key,side\n" + "".join(
-        f"{n},{r},{(pairs[i].base_row if s == 'base' else pairs[i].head_row).key()},{s}\n"
+def _write_schedule(run_dir: Path, schedule: list[tuple[int, int, str]], pairs: list[Pair],
+                    staged: set[int] = frozenset()) -> None:
+    """schedule.csv: the order the session measured in (round, case, side, staged or whole job), so it
+    can be audited."""
+    store.atomic_write_text(run_dir / "schedule.csv", "position,round,case_key,side,staged\n" + "".join(
+        f"{n},{r},{(pairs[i].base_row if s == 'base' else pairs[i].head_row).key()},{s},{r > 0 and i in staged}\n"
         for n, (r, i, s) in enumerate(schedule)))
 
 
@@ -551,18 +569,19 @@ def _measure(suite: Any, sides: dict[str, Side], pairs: list[Pair], run_dir: Pat
         flush(every_s=2.0)
 
     def measure_pair(r: int, i: int, sides_order: tuple[str, str]) -> None:
-        """Round 0 runs each side's whole job in turn (it has the suite's other metrics too). Later rounds
-        are staged: both workers build and warm up at once, untimed, then each side is timed alone."""
+        """Round 0, and every round of a case whose call is long next to its round budget, runs each
+        side's whole job in turn (round 0 has the suite's other metrics too). Other rounds are staged:
+        both workers build and warm up at once, untimed, then each side re-warms and is timed alone."""
         p = pairs[i]
         for w in workers.values():  # both start together (nothing is timed meanwhile) ...
             w.launch()
         for w in workers.values():  # ... and are idle and ready before anything is timed
             w.start()
         jobs = {s: Job(case=(p.base if s == "base" else p.head).to_dict(), metrics=first_metrics if r == 0 else ["time"],
-                       options=options(p.base if s == "base" else p.head), staged=r > 0,
+                       options=options(p.base if s == "base" else p.head), staged=i in staged,
                        env={"matmul_peak_gflops": peaks.get(p.head.device, {})})
                 for s in sides_order}
-        if r == 0:
+        if i not in staged:
             for s in sides_order:
                 record(r, i, s, workers[s].run(jobs[s]))
                 if p.failed:
@@ -603,6 +622,7 @@ def _measure(suite: Any, sides: dict[str, Side], pairs: list[Pair], run_dir: Pat
     t0 = time.monotonic()
     current = [0]
     rounds_of: dict[int, int] = {}
+    staged: set[int] = set()  # pairs staged after round 0 (see ``stage_case``)
     try:
         first = [e for e in make_schedule(len(pairs), rounds, seed) if e[0] == 0]
         _write_schedule(run_dir, first, pairs)
@@ -611,8 +631,10 @@ def _measure(suite: Any, sides: dict[str, Side], pairs: list[Pair], run_dir: Pat
             calls = [round_median.get((0, i, s), math.nan) / 1e3 for s in SIDES]
             budget = float(options(p.head)["time"]["min_run_time"])
             rounds_of[i] = rounds_for_call(float(np.mean(calls)), budget, rounds, round_floor)
+            if stage_case(float(np.mean(calls)), budget):
+                staged.add(i)
         schedule = make_schedule(len(pairs), rounds, seed, rounds_of)
-        _write_schedule(run_dir, schedule, pairs)
+        _write_schedule(run_dir, schedule, pairs, staged)
         run([e for e in schedule if e[0] > 0], t0, current)
         log(f"round {rounds}/{rounds} done ({time.monotonic() - t0:.0f} s)")
     finally:

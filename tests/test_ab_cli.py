@@ -138,6 +138,7 @@ def test_ci_recipe_fails_the_check_on_the_slowed_mechanism(throwaway, tmp_path):
     assert set(results["status"]) == {"ok"} and set(results["timing_rounds"]) == {6}
     schedule = pd.read_csv(run_dir / "schedule.csv")
     assert len(schedule) == 2 * 2 * 6
+    assert list(schedule["staged"]) == [False] * 4 + [True] * 20  # short calls: staged after round 0
     env_json = yaml.safe_load((run_dir / "env.json").read_text())
     assert (env_json["ab"]["base_commit"], env_json["ab"]["head_commit"]) == (base, head)
     verdicts = pd.read_csv(run_dir / "ab.csv")
@@ -261,6 +262,7 @@ def test_case_longer_than_its_round_budget_gets_the_floor_of_rounds(throwaway, t
     schedule = pd.read_csv(run_dir / "schedule.csv")
     for _, rounds in schedule.groupby("case_key")["round"]:
         assert sorted(set(rounds)) == [0, 1, 3, 4, 6, 7] and len(rounds) == 6
+    assert not schedule["staged"].any()  # calls long next to the round budget: whole jobs in turn
     assert yaml.safe_load((run_dir / "env.json").read_text())["ab"]["min_rounds"] == 6
     cal = pd.read_csv(run_dir / "calibration.csv")
     assert set(cal["rounds"]) == {6}

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from attnbench.ab import make_schedule, pair_cases, rounds_for_call, spread_rounds
+from attnbench.ab import make_schedule, pair_cases, rounds_for_call, spread_rounds, stage_case
 from attnbench.paired import (compare_rounds, detectable_slowdown, interval_rank, min_rounds, paired_verdict,
                               robust_sd, signed_rank_null, signed_rank_p)
 from attnbench import UserError
@@ -257,3 +257,10 @@ def test_schedule_with_fewer_rounds_for_some_cases():
         a, b = firsts[0], ("head" if firsts[0] == "base" else "base")
         assert firsts == ([a, b, b, a] * 4)[:n]  # ABBA over the case's own rounds
         assert all(mine[k][0] == mine[k + 1][0] and mine[k][1] != mine[k + 1][1] for k in range(0, len(mine), 2))
+
+
+def test_only_calls_short_next_to_the_round_budget_are_staged():
+    b = 0.3 / 16
+    assert stage_case(0.001, b) and stage_case(0.004, b)
+    assert not stage_case(0.005, b) and not stage_case(1.0, b)  # a quarter of 18.75 ms is 4.7 ms
+    assert not stage_case(float("nan"), b) and not stage_case(0.0, b)
