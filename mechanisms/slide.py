@@ -26,7 +26,7 @@ from .base import AttentionBase, AttentionPattern, attend, is_int, total, trunc_
 from .reference import DenseForm
 from .flex import FlexSpec
 from .registry import register
-from .slide_kernel import ROW_BLOCK_ELEMENTS, ROW_BLOCK_ELEMENTS_TRAIN, Geometry, slide_attention
+from .slide_kernel import ROW_BLOCK_ELEMENTS_TRAIN, Geometry, inference_block_elements, slide_attention
 
 
 def window_rule(radius: int):
@@ -350,7 +350,7 @@ class SlideAttention(AttentionBase):
         """What each backend materialises beyond the token activations (see ``flops`` for the shapes).
 
         native (``mechanisms.slide_kernel``): the zero-padded q/k/v maps, the attention weights (k² per
-        query and head, kept for backward), and one row block's temporaries (about 3 block-sized
+        query and head, kept for backward), and one row block's temporaries (about 2 block-sized
         tensors in inference, 6 in the backward), plus the maps' gradient in training.
         im2col: the k² unfolded copies of K and V, (2, B, h, N, d, k²), plus the copy their permute
         makes. flex (without the learnable branch): the zero-padded k and v maps and the per-tile
@@ -365,8 +365,9 @@ class SlideAttention(AttentionBase):
             r = self.kernel_size // 2
             maps = 3 * batch * C * (N + 2 * (r * W + r)) * element_size
             attn = k2 * batch * h * N * element_size
-            block = min(ROW_BLOCK_ELEMENTS_TRAIN if train else ROW_BLOCK_ELEMENTS, k2 * batch * C * N) * element_size
-            return maps * (2 if train else 1) + attn * (2 if train else 1) + block * (6 if train else 3)
+            products = k2 * batch * C * N
+            block = (min(ROW_BLOCK_ELEMENTS_TRAIN, products) if train else inference_block_elements(products)) * element_size
+            return maps * (2 if train else 1) + attn * (2 if train else 1) + block * (6 if train else 2)
         if self.backend == "im2col":
             return slots * keep
         if self.backend == "flex":

@@ -37,6 +37,16 @@ from torch import Tensor
 # Swin's at 56², where a step's other tensors are small).
 ROW_BLOCK_ELEMENTS = 1 << 20
 ROW_BLOCK_ELEMENTS_TRAIN = 1 << 18
+# ... and in inference at most an eighth of the whole map's products. Measured on the 2-core Xeon,
+# deploy form, dim 64, 2 heads, batch 1 (/tmp/slide_budget.py, 3 repeats): at 56² two 1 Mi-element
+# blocks took 6.5-8.6 ms and 8.5-12.5 MiB, seven blocks of 256 Ki 5.3-5.5 ms and 5.5 MiB; at 112² and
+# 224² the 1 Mi blocks stayed fastest (17-19 ms and 96-114 ms against 20-21 and 121-132 ms at 512 Ki).
+MIN_BLOCKS = 8
+
+
+def inference_block_elements(total: int) -> int:
+    """Product elements of one inference row block, for a map whose products total ``total``."""
+    return min(ROW_BLOCK_ELEMENTS, max(1, total // MIN_BLOCKS))
 
 
 @dataclass(frozen=True)
@@ -70,8 +80,9 @@ class Geometry:
 
     def blocks(self, budget: int | None = None) -> list[tuple[int, int]]:
         """(first position, positions) of each row block of about ``budget`` product elements."""
-        budget = ROW_BLOCK_ELEMENTS if budget is None else budget
-        rows = max(1, min(self.H, budget // max(1, self.B * self.heads * self.d * self.k2 * self.W)))
+        per_row = max(1, self.B * self.heads * self.d * self.k2 * self.W)
+        budget = inference_block_elements(per_row * self.H) if budget is None else budget
+        rows = max(1, min(self.H, budget // per_row))
         return [(r0 * self.W, (min(self.H, r0 + rows) - r0) * self.W) for r0 in range(0, self.H, rows)]
 
     def keep(self, device, dtype) -> list[Tensor]:
@@ -140,6 +151,7 @@ def forward_block(maps: Tensor, weight_k: Tensor, weight_v: Tensor, key_bias: Te
     q, keys, values = _views(maps, g, at, n)
     u = _zero_wrapped_(_products([q] * g.ks, keys, g, n), g, n)  # = products with the column-masked q
     attn = _attention(u, q, weight_k, key_bias, g, n)
+    del u  # before the mix, which has its size: one block-sized temporary alive, not two
     mix = _mix(attn, weight_v, g, n)
     out = torch.mm(value_bias, attn).view(g.d, g.B, g.heads, n)
     for j, v in enumerate(values):

@@ -191,7 +191,7 @@ class SwinAttention(AttentionBase):
         nW = (Hp // M) * (Wp // M)
         mask = self.additive_mask(H, W, s, x.device, x.dtype)  # nW, 1, M², M² or None
         if self._explicit(x):
-            out = self._attend_explicit(win, mask, B)  # B*nW, M², C
+            out = self._attend_explicit(win, mask, B, (Hp // M, Wp // M))  # B*nW, M², C
         else:
             q, k, v = win.view(B, nW, M * M, 3, heads, d).permute(3, 0, 1, 4, 2, 5).unbind(0)  # B, nW, heads, M², d
             if mask is not None and self.served and not torch.is_grad_enabled():
@@ -233,7 +233,7 @@ class SwinAttention(AttentionBase):
             self._mask_cache.pop(next(iter(self._mask_cache)))
         self._mask_cache[key] = value
 
-    def _attend_explicit(self, win: Tensor, mask: Tensor | None, batch: int) -> Tensor:
+    def _attend_explicit(self, win: Tensor, mask: Tensor | None, batch: int, grid: tuple[int, int]) -> Tensor:
         """softmax(q·kᵀ·scale + bias + mask)·v per window and head, from the (B·nW, M², 3C) projection of
         the windows: (B·nW, M², C), heads side by side.
 
@@ -242,18 +242,24 @@ class SwinAttention(AttentionBase):
         heads, M², d) first, and matmul then copies q, k, v and the output again: at 112² those copies
         were 30 % of W-MSA's time (profiled: nine per call). ``baddbmm`` also folds the scale and the
         bias into the GEMM. Bias and mask are broadcast, never expanded over the batch, as in the
-        released code; the served form adds a precomputed bias + mask in one pass (batch 1) instead.
+        released code. The shifted-window mask is added only where it is not zero (``_mask_edges``).
         """
         M2, heads = self.window_size**2, self.num_heads
         qs, ks, vs = (t.unbind(2) for t in win.view(-1, M2, 3, heads, self.head_dim).unbind(2))
         grad = torch.is_grad_enabled()
         bias = self.window_bias()  # heads, M², M²
-        folded = self._bias_and_mask(mask) if mask is not None and self.served and not grad and batch == 1 else None
+        edges = self._mask_edges(mask, grid) if mask is not None else None
+        folded = (self._bias_and_mask(mask) if mask is not None and edges is None and self.served and not grad
+                  and batch == 1 else None)
         outs = []
         for h in range(heads):
             add = bias[h] if folded is None else folded[:, h]  # (M², M²) or (nW, M², M²) = the batch
             logits = torch.baddbmm(add, qs[h], ks[h].transpose(1, 2), alpha=self.scale)  # B·nW, M², M²
-            if mask is not None and folded is None:
+            if edges is not None:  # in place on two slices: autograd needs baddbmm's inputs, not its output
+                by_window = logits.view(batch, grid[0], grid[1], M2, M2)
+                by_window[:, :, -1].add_(edges[0])
+                by_window[:, -1, :-1].add_(edges[1])
+            elif mask is not None and folded is None:
                 per_image = logits.view(batch, -1, M2, M2)
                 logits = (per_image + mask[:, 0] if grad else per_image.add_(mask[:, 0])).view_as(logits)
             attn = logits.softmax(dim=-1)
@@ -261,6 +267,28 @@ class SwinAttention(AttentionBase):
                 attn = F.dropout(attn, p=self._dropout_p())
             outs.append(torch.bmm(attn, vs[h]))
         return torch.cat(outs, dim=-1)
+
+    def _mask_edges(self, mask: Tensor, grid: tuple[int, int]) -> tuple[Tensor, Tensor] | None:
+        """The mask of the last column of windows (nWy, M², M²) and of the rest of the last row (nWx-1,
+        M², M²), when every other window's mask is zero; else None (padding moved by the shift).
+
+        Why: in shifted windows without padding only the windows that wrap around the map's
+        bottom or right edge mix regions, 2·16-1 of 256 at 112². Adding the full (nW, M², M²) mask was a
+        pass over every head's logits, the main part of swin-shifted's extra time over swin (1.13x at
+        112² and 224² forward); the two slices are an eighth of it there. Cached with the mask.
+        """
+        if torch.compiler.is_compiling():  # the test below is data-dependent; the compiler fuses the add anyway
+            return None
+        key = ("edges", id(mask), grid)
+        found = self._mask_cache.get(key)
+        if found is None or found[0] is not mask:
+            M2 = self.window_size**2
+            by_window = mask[:, 0].reshape(grid[0], grid[1], M2, M2)
+            used = by_window.ne(0).flatten(2).any(-1)  # nWy, nWx
+            edges = None if used[:-1, :-1].any() else (by_window[:, -1].contiguous(), by_window[-1, :-1].contiguous())
+            found = (mask, edges)
+            self._cache(key, found)
+        return found[1]
 
     def deploy(self) -> "SwinAttention":
         """The served form: a copy whose relative bias and shifted-window mask are folded into one

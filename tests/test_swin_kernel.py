@@ -90,3 +90,31 @@ def test_the_path_table_is_consulted_per_device_and_dtype(monkeypatch):
     assert seen == ["explicit"]
     monkeypatch.delitem(swin_module.EXPLICIT, ("cpu", torch.float64))
     assert m._explicit(x) is swin_module.EXPLICIT_DEFAULT
+
+
+@pytest.mark.parametrize("H,W,edges", [(28, 21, True), (14, 14, True), (13, 17, True), (9, 9, False), (7, 21, True)])
+def test_shifted_mask_goes_to_the_edge_windows_when_the_rest_is_zero(monkeypatch, H, W, edges):
+    """Often (always without padding) only the last row and column of shifted windows hold a mask: it is
+    added to those two slices, in eval, training and the served form, and equals adding it whole."""
+    monkeypatch.setitem(swin_module.EXPLICIT, ("cpu", torch.float64), True)
+    m = _swin(shift=3)
+    grid = (-(-H // 7), -(-W // 7))
+    mask = m.additive_mask(H, W, m.effective_shift(H, W), "cpu", torch.float64)
+    found = m._mask_edges(mask, grid) if mask is not None else None
+    assert (found is not None) == edges
+    if edges:
+        whole = torch.zeros(*grid, 49, 49, dtype=torch.float64)
+        whole[:, -1], whole[-1, :-1] = found
+        torch.testing.assert_close(whole.view(-1, 1, 49, 49), mask, rtol=0, atol=0)  # nothing left out
+    x = torch.randn(2, H, W, 16, dtype=torch.float64, requires_grad=True)
+    for module in (m.train(), m.eval(), m.eval().deploy()):
+        with torch.set_grad_enabled(module.training):
+            out = module(x)
+            ref = reference_forward(module, x, dtype=None)
+            torch.testing.assert_close(out, ref, rtol=0, atol=1e-10)
+        if module.training:
+            g = torch.randn_like(out)
+            fast = torch.autograd.grad(out, [x, m.relative_position_bias_table], g)
+            slow = torch.autograd.grad(ref, [x, m.relative_position_bias_table], g)
+            for a, b in zip(fast, slow):
+                torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
