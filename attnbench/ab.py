@@ -598,8 +598,7 @@ def _measure(suite: Any, sides: dict[str, Side], pairs: list[Pair], run_dir: Pat
                     workers[s].close()  # drops its prepared job
             return
         for s in sides_order:
-            outcome = workers[s].reply(workers[s].send(GO))
-            outcome.wall_s += prepared[s].wall_s
+            outcome = workers[s].reply(workers[s].send(GO))  # its wall_s already counts the preparation
             record(r, i, s, outcome)
             if p.failed:
                 for other in sides_order:
