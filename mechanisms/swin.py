@@ -80,6 +80,31 @@ def relative_position_index(window_size: int, device: Any = None) -> Tensor:
     return rel[0] * (2 * M - 1) + rel[1]
 
 
+class _PermuteTokens(torch.autograd.Function):
+    """x[:, order] whose backward gathers with the inverse permutation.
+
+    Why: ``index_select``'s backward scatters with ``index_add_``, which on CPUs is slower than a
+    gather, although a permutation's gradient is simply the inverse permutation of the gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, order: Tensor, inverse: Tensor) -> Tensor:
+        ctx.save_for_backward(inverse)
+        return x.index_select(1, order)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (inverse,) = ctx.saved_tensors
+        return grad.index_select(1, inverse), None, None
+
+
+def permute_tokens(x: Tensor, order: Tensor, inverse: Tensor) -> Tensor:
+    """(B, N, C) tokens in ``order`` (``inverse`` is its inverse permutation)."""
+    if torch.is_grad_enabled() and x.requires_grad and not torch.compiler.is_compiling():
+        return _PermuteTokens.apply(x, order, inverse)
+    return x.index_select(1, order)
+
+
 @register("swin")
 class SwinAttention(AttentionBase):
     """Swin window attention: M x M windows with a learned relative position bias; optionally shifted.
@@ -183,7 +208,7 @@ class SwinAttention(AttentionBase):
             win = window_partition(qkv, M, M)  # B*nW, M², 3C
         elif s:  # no padding: roll and cut the C-channel input, not the 3C-channel projection (a third
             pad_h = pad_w = 0  # of the copy), in one gather: see ``window_order``
-            win = self.qkv(x.reshape(B, H * W, C).index_select(1, self.window_order(H, W, s, x.device)[0]))
+            win = self.qkv(permute_tokens(x.reshape(B, H * W, C), *self.window_order(H, W, s, x.device)))
         else:
             pad_h = pad_w = 0
             win = self.qkv(window_partition(x, M, M))
@@ -202,7 +227,7 @@ class SwinAttention(AttentionBase):
             out = attend(q, k, v, bias, scale=self.scale, dropout_p=self._dropout_p())
             out = out.transpose(2, 3).reshape(B * nW, M * M, C)
         if s and not (pad_h or pad_w):  # window order back to the map, the reverse roll included
-            out = out.reshape(B, H * W, C).index_select(1, self.window_order(H, W, s, x.device)[1])
+            out = permute_tokens(out.reshape(B, H * W, C), *self.window_order(H, W, s, x.device)[::-1])
             return out.view(B, H, W, C)
         out = window_reverse(out, M, M, Hp, Wp)  # B, Hp, Wp, C
         if s:

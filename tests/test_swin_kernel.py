@@ -118,3 +118,19 @@ def test_shifted_mask_goes_to_the_edge_windows_when_the_rest_is_zero(monkeypatch
             slow = torch.autograd.grad(ref, [x, m.relative_position_bias_table], g)
             for a, b in zip(fast, slow):
                 torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+
+
+def test_token_permutation_backward_is_the_inverse_gather():
+    """SW-MSA's roll-and-cut permutation differentiates by gathering with the inverse permutation,
+    which must equal index_select's own gradient (a scatter)."""
+    torch.manual_seed(0)
+    order = torch.randperm(30)
+    inverse = torch.argsort(order)
+    x = torch.randn(2, 30, 5, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(2, 30, 5, dtype=torch.float64)
+    out = swin_module.permute_tokens(x, order, inverse)
+    torch.testing.assert_close(out, x[:, order], rtol=0, atol=0)
+    (fast,) = torch.autograd.grad(out, x, g)
+    (slow,) = torch.autograd.grad(x.index_select(1, order), x, g)
+    torch.testing.assert_close(fast, slow, rtol=0, atol=0)
+    assert out.grad_fn is not None and "PermuteTokens" in type(out.grad_fn).__name__
