@@ -577,9 +577,9 @@ def _measure(suite: Any, sides: dict[str, Side], pairs: list[Pair], run_dir: Pat
             w.launch()
         for w in workers.values():  # ... and are idle and ready before anything is timed
             w.start()
-        jobs = {s: Job(case=(p.base if s == "base" else p.head).to_dict(), metrics=first_metrics if r == 0 else ["time"],
-                       options=options(p.base if s == "base" else p.head), staged=i in staged,
-                       env={"matmul_peak_gflops": peaks.get(p.head.device, {})})
+        cases = {"base": p.base, "head": p.head}
+        jobs = {s: Job(case=cases[s].to_dict(), metrics=first_metrics if r == 0 else ["time"], options=options(cases[s]),
+                       staged=i in staged, env={"matmul_peak_gflops": peaks.get(p.head.device, {})})
                 for s in sides_order}
         if i not in staged:
             for s in sides_order:
@@ -629,8 +629,9 @@ def _measure(suite: Any, sides: dict[str, Side], pairs: list[Pair], run_dir: Pat
         for i, p in enumerate(pairs):  # the case's call time, from its first round, sets its rounds
             calls = [round_median.get((0, i, s), math.nan) / 1e3 for s in SIDES]
             budget = float(options(p.head)["time"]["min_run_time"])
-            rounds_of[i] = rounds_for_call(float(np.mean(calls)), budget, rounds, round_floor)
-            if stage_case(float(np.mean(calls)), budget):
+            call_s = float(np.mean(calls))
+            rounds_of[i] = rounds_for_call(call_s, budget, rounds, round_floor)
+            if stage_case(call_s, budget):
                 staged.add(i)
         schedule = make_schedule(len(pairs), rounds, seed, rounds_of)
         _write_schedule(run_dir, schedule, pairs, staged)

@@ -304,14 +304,21 @@ class SwinAttention(AttentionBase):
         """
         if torch.compiler.is_compiling():  # the test below is data-dependent; the compiler fuses the add anyway
             return None
-        key = ("edges", id(mask), grid)
-        found = self._mask_cache.get(key)
-        if found is None or found[0] is not mask:
+
+        def edges() -> tuple[Tensor, Tensor] | None:
             M2 = self.window_size**2
             by_window = mask[:, 0].reshape(grid[0], grid[1], M2, M2)
             used = by_window.ne(0).flatten(2).any(-1)  # nWy, nWx
-            edges = None if used[:-1, :-1].any() else (by_window[:, -1].contiguous(), by_window[-1, :-1].contiguous())
-            found = (mask, edges)
+            return None if used[:-1, :-1].any() else (by_window[:, -1].contiguous(), by_window[-1, :-1].contiguous())
+
+        return self._derived(("edges", grid), mask, edges)
+
+    def _derived(self, tag: tuple, mask: Tensor, build: Any) -> Any:
+        """``build()``, cached for as long as ``mask`` (itself cached per size) is the same tensor."""
+        key = (*tag, id(mask))
+        found = self._mask_cache.get(key)
+        if found is None or found[0] is not mask:
+            found = (mask, build())
             self._cache(key, found)
         return found[1]
 
@@ -332,12 +339,7 @@ class SwinAttention(AttentionBase):
 
     def _bias_and_mask(self, mask: Tensor) -> Tensor:
         """bias + mask, (nW, heads, M², M²), for the served form: one pass over the logits, not two."""
-        key = ("bias+mask", id(mask))
-        found = self._mask_cache.get(key)
-        if found is None or found[0] is not mask:
-            found = (mask, self.window_bias() + mask)
-            self._cache(key, found)
-        return found[1]
+        return self._derived(("bias+mask",), mask, lambda: self.window_bias() + mask)
 
     def _explicit(self, x: Tensor) -> bool:
         """Which attention path runs on this device and dtype, chosen by measurement (``EXPLICIT``)."""
