@@ -35,10 +35,17 @@ How a session runs:
    fewer rounds (``rounds_for_call``: as many as its whole budget holds calls, never fewer than
    ``--min-rounds``), spread over the whole session; a round cannot time less than one call, so
    at all R rounds such a case would cost R x 2 calls a side where an ordinary run spends one budget.
-6. One run directory: ``results.csv`` with a row per case and side (label ``<label> [base]`` /
+6. Confirmation. A case whose paired ratios leave it *inconclusive* (the estimate passes the
+   threshold, the interval holds 1) is timed again, after all rounds, in as many confirmation rounds
+   as it had (``--confirm-rounds``), and judged from those alone (``paired.confirmed_verdict``). A
+   noise burst on one side of two rounds in 16 is enough to hide a real +5 % slowdown, and on a shared
+   machine bursts come and go; the fresh rounds are an independent second look, and only the few
+   inconclusive cases pay for it.
+7. One run directory: ``results.csv`` with a row per case and side (label ``<label> [base]`` /
    ``[head]``; with ``--variant`` the two labels themselves), ``samples.jsonl`` (blocks and round
    medians), ``env.json`` (both commits, the seed), ``ab.csv`` (verdicts), ``ab.md`` (the report),
-   ``schedule.csv`` and, for an A/A session, ``calibration.csv``.
+   ``schedule.csv`` (with which rounds were confirmation rounds) and, for an A/A session,
+   ``calibration.csv``.
 """
 from __future__ import annotations
 
@@ -61,6 +68,7 @@ from . import UserError, devices, store
 from .case import Case
 from .executor import Outcome, _death, _Slot
 from .paired import min_rounds as interval_min_rounds
+from .paired import needs_confirmation
 from .rounds import RoundCollector, round_budget
 from .stats import DEFAULT_CONFIDENCE
 from .worker import GO, Job, WorkerInit
@@ -119,6 +127,7 @@ class Session:
     wall_s: float
     rounds_of: dict[int, int] = field(default_factory=dict)  # pair index -> rounds it was timed in
     round_floor: int = DEFAULT_MIN_ROUNDS  # fewest rounds a case whose call outlasts its share gets
+    confirm_ratios: dict[int, list[float]] = field(default_factory=dict)  # inconclusive pair -> its confirmation ratios
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -159,6 +168,33 @@ def make_schedule(n_pairs: int, rounds: int, seed: int, rounds_of: dict[int, int
             base_first = (first[i] == 0) != flip
             order = SIDES if base_first else SIDES[::-1]
             out += [(r, i, order[0]), (r, i, order[1])]
+    return out
+
+
+def confirmation_schedule(counts: dict[int, int], first_round: int, seed: int) -> list[tuple[int, int, str]]:
+    """(round, pair index, side) of the confirmation rounds: ``counts`` (pair -> rounds) numbered on
+    from ``first_round``, in ``make_schedule``'s order (seeded case order per round, ABBA per case,
+    fewer rounds spread), with its own seed so the confirmation does not replay the screening's order."""
+    idx = sorted(counts)
+    if not idx:
+        return []
+    total = max(counts.values())
+    sub = make_schedule(len(idx), total, seed + 1, {k: counts[i] for k, i in enumerate(idx)})
+    return [(first_round + r, idx[k], s) for r, k, s in sub]
+
+
+def cases_to_confirm(ratios: dict[int, list[float]], rounds_of: dict[int, int], confirm_rounds: int | None,
+                     failed: set[int], threshold: float, confidence: float) -> dict[int, int]:
+    """Pair -> confirmation rounds, for each pair that is inconclusive after its rounds: as many rounds as
+    it had (``confirm_rounds`` None) or ``confirm_rounds``; none when ``confirm_rounds`` is 0."""
+    if confirm_rounds == 0:
+        return {}
+    out = {}
+    for i, r in ratios.items():
+        if i in failed or not r:
+            continue
+        if needs_confirmation(r, threshold=threshold, confidence=confidence):
+            out[i] = confirm_rounds or rounds_of.get(i, len(r))
     return out
 
 
@@ -355,7 +391,8 @@ def pair_cases(base: list[Case], head: list[Case], variant: tuple[str, str] | No
     return pairs, only_base, [c for c in head if c.key() not in used]
 
 
-def check_args(rounds: int, threshold: float, confidence: float, floor: int | None = None) -> int:
+def check_args(rounds: int, threshold: float, confidence: float, floor: int | None = None,
+               confirm_rounds: int | None = None) -> int:
     """Refuse impossible settings; returns the round floor in force (never above ``rounds``, never
     below what the interval needs at ``confidence``)."""
     if not threshold >= 0:
@@ -366,6 +403,10 @@ def check_args(rounds: int, threshold: float, confidence: float, floor: int | No
     if rounds < need:
         raise UserError(f"--rounds {rounds}: the signed-rank interval needs at least {need} rounds at "
                         f"{confidence:.0%} confidence; use --rounds {need} or more (default {DEFAULT_ROUNDS})")
+    if confirm_rounds is not None and confirm_rounds != 0 and confirm_rounds < need:
+        raise UserError(f"--confirm-rounds {confirm_rounds}: the signed-rank interval needs at least {need} rounds "
+                        f"at {confidence:.0%} confidence; use --confirm-rounds {need} or more, or 0 to turn "
+                        "confirmation off")
     if floor is None:
         floor = max(DEFAULT_MIN_ROUNDS, need)
     if floor < need:
@@ -379,7 +420,8 @@ def run_session(base_ref: str, head_ref: str, suite_path: str | Path, *, rounds:
                 out: str | Path = "results", seed: int = 0, variant: tuple[str, str] | None = None,
                 imports: tuple[str, ...] = (), min_run_time: float | None = None, repo: str | Path = ".",
                 threshold: float = AB_DEFAULT_THRESHOLD, confidence: float = DEFAULT_CONFIDENCE,
-                min_rounds: int | None = None, log: Callable[[str], None] = lambda s: None) -> Session:
+                min_rounds: int | None = None, confirm_rounds: int | None = None,
+                log: Callable[[str], None] = lambda s: None) -> Session:
     """Run an A/B session and store it; returns the Session (``abreport`` turns it into verdicts)."""
     import importlib
 
@@ -387,7 +429,7 @@ def run_session(base_ref: str, head_ref: str, suite_path: str | Path, *, rounds:
     from .runner import matmul_peaks, worker_imports
     from .suite import load_suite
 
-    round_floor = check_args(rounds, threshold, confidence, min_rounds)
+    round_floor = check_args(rounds, threshold, confidence, min_rounds, confirm_rounds)
     if min_run_time is not None and not min_run_time > 0:
         raise UserError(f"--min-run-time {min_run_time}: give seconds > 0")
     t0 = time.monotonic()
@@ -444,6 +486,7 @@ def run_session(base_ref: str, head_ref: str, suite_path: str | Path, *, rounds:
             "matmul_peak_gflops_by_device": peaks,
             "ab": {"base_ref": refs["base"].name, "base_commit": refs["base"].commit, "head_ref": refs["head"].name,
                    "head_commit": refs["head"].commit, "rounds": rounds, "min_rounds": round_floor,
+                   "confirm_rounds": "as many as the case had" if confirm_rounds is None else confirm_rounds,
                    "seed": seed,
                    "order": "seeded random case order per round; per case AB,BA,BA,AB,... from a seeded start",
                    "variant": list(variant) if variant else None, "compared_paths": compared,
@@ -452,7 +495,8 @@ def run_session(base_ref: str, head_ref: str, suite_path: str | Path, *, rounds:
         store.write_env(run_dir, env)
         store.write_suite(run_dir, suite.as_dict())
         session = _measure(suite, sides, pairs, run_dir, rounds=rounds, seed=seed, threads=threads, peaks=peaks,
-                           min_run_time=min_run_time, round_floor=round_floor, log=log)
+                           min_run_time=min_run_time, round_floor=round_floor, threshold=threshold,
+                           confidence=confidence, confirm_rounds=confirm_rounds, log=log)
         session.only_base, session.only_head = only_base, only_head
         session.variant = variant
         if outside:
@@ -489,11 +533,12 @@ def _initial_rows(sides: dict[str, Side], pairs: list[Pair], threads: int) -> di
 
 
 def _write_schedule(run_dir: Path, schedule: list[tuple[int, int, str]], pairs: list[Pair],
-                    staged: set[int] = frozenset()) -> None:
-    """schedule.csv: the order the session measured in (round, case, side, staged or whole job), so it
-    can be audited."""
-    store.atomic_write_text(run_dir / "schedule.csv", "position,round,case_key,side,staged\n" + "".join(
-        f"{n},{r},{(pairs[i].base_row if s == 'base' else pairs[i].head_row).key()},{s},{r > 0 and i in staged}\n"
+                    staged: set[int] = frozenset(), rounds: int | None = None) -> None:
+    """schedule.csv: the order the session measured in (round, case, side, staged or whole job, and
+    whether a confirmation round: round >= ``rounds``), so it can be audited."""
+    store.atomic_write_text(run_dir / "schedule.csv", "position,round,case_key,side,staged,confirmation\n" + "".join(
+        f"{n},{r},{(pairs[i].base_row if s == 'base' else pairs[i].head_row).key()},{s},{r > 0 and i in staged},"
+        f"{rounds is not None and r >= rounds}\n"
         for n, (r, i, s) in enumerate(schedule)))
 
 
@@ -513,7 +558,8 @@ def _finish_rows(run_dir: Path, collectors: dict[str, Any], pairs: list[Pair], r
 
 def _measure(suite: Any, sides: dict[str, Side], pairs: list[Pair], run_dir: Path, *, rounds: int, seed: int,
              threads: int, peaks: dict[str, dict[str, float]], min_run_time: float | None, round_floor: int,
-             log: Callable[[str], None]) -> Session:
+             threshold: float = AB_DEFAULT_THRESHOLD, confidence: float = DEFAULT_CONFIDENCE,
+             confirm_rounds: int | None = None, log: Callable[[str], None] = lambda s: None) -> Session:
     from . import metrics as metric_registry
 
     limits = suite.model.limits
@@ -522,6 +568,7 @@ def _measure(suite: Any, sides: dict[str, Side], pairs: list[Pair], run_dir: Pat
     rows: dict[str, dict[str, Any]] = {}
     collectors = {s: RoundCollector() for s in SIDES}
     ratios: dict[int, list[float]] = {i: [] for i in range(len(pairs))}
+    confirm_ratios: dict[int, list[float]] = {}
     round_median: dict[tuple[int, int, str], float] = {}
     order = [p.base_row for p in pairs] + [p.head_row for p in pairs]
     state_keys = [c.key() for c in order]
@@ -557,15 +604,18 @@ def _measure(suite: Any, sides: dict[str, Side], pairs: list[Pair], run_dir: Pat
         if outcome.status != "ok":
             p.failed = True
             row.update({**outcome.columns, "status": outcome.status,
-                        "error": (f"round {r + 1}: " if r else "") + str(outcome.error)})
+                        "error": (f"confirmation round {r - rounds + 1}: " if r >= rounds else f"round {r + 1}: " if r
+                                  else "") + str(outcome.error)})
             flush()
             return
-        cols, _ = collectors[s].add(row_case.key(), outcome.columns, outcome.samples)
+        confirming = r >= rounds
+        cols, _ = collectors[s].add(row_case.key(), outcome.columns, outcome.samples, confirming=confirming)
         row.update({**cols, "status": "ok", "error": None,
                     "wall_s": round(float(row.get("wall_s") or 0) + outcome.wall_s, 3)})
         round_median[(r, i, s)] = float(np.median(outcome.samples.get("latency_ms") or [math.nan]))
         if (r, i, "base") in round_median and (r, i, "head") in round_median:
-            ratios[i].append(round_median[(r, i, "head")] / round_median[(r, i, "base")])
+            ratio = round_median[(r, i, "head")] / round_median[(r, i, "base")]
+            (confirm_ratios.setdefault(i, []) if confirming else ratios[i]).append(ratio)
         flush(every_s=2.0)
 
     def measure_pair(r: int, i: int, sides_order: tuple[str, str]) -> None:
@@ -606,11 +656,16 @@ def _measure(suite: Any, sides: dict[str, Side], pairs: list[Pair], run_dir: Pat
                         workers[other].close()
                 return
 
+    def done(r: int) -> str:
+        if r < rounds:
+            return f"round {r + 1}/{rounds} done ({time.monotonic() - t0:.0f} s)"
+        return f"confirmation round {r - rounds + 1}/{confirm_total[0]} done ({time.monotonic() - t0:.0f} s)"
+
     def run(schedule: list[tuple[int, int, str]], t0: float, current: list[int]) -> None:
         for n in range(0, len(schedule), 2):
             (r, i, s1), (_, _, s2) = schedule[n], schedule[n + 1]
             if r != current[0]:
-                log(f"round {current[0] + 1}/{rounds} done ({time.monotonic() - t0:.0f} s)")
+                log(done(current[0]))
                 flush()
                 current[0] = r
                 for w in workers.values():  # fresh processes every round, both sides: see the module docstring
@@ -622,6 +677,7 @@ def _measure(suite: Any, sides: dict[str, Side], pairs: list[Pair], run_dir: Pat
     current = [0]
     rounds_of: dict[int, int] = {}
     staged: set[int] = set()  # pairs staged after round 0 (see ``stage_case``)
+    confirm_total = [0]
     try:
         first = [e for e in make_schedule(len(pairs), rounds, seed) if e[0] == 0]
         _write_schedule(run_dir, first, pairs)
@@ -634,9 +690,21 @@ def _measure(suite: Any, sides: dict[str, Side], pairs: list[Pair], run_dir: Pat
             if stage_case(call_s, budget):
                 staged.add(i)
         schedule = make_schedule(len(pairs), rounds, seed, rounds_of)
-        _write_schedule(run_dir, schedule, pairs, staged)
+        _write_schedule(run_dir, schedule, pairs, staged, rounds)
         run([e for e in schedule if e[0] > 0], t0, current)
-        log(f"round {rounds}/{rounds} done ({time.monotonic() - t0:.0f} s)")
+        log(done(rounds - 1))
+        counts = cases_to_confirm(ratios, rounds_of, confirm_rounds, {i for i, p in enumerate(pairs) if p.failed},
+                                  threshold, confidence)
+        if counts:
+            confirm_total[0] = max(counts.values())
+            log(f"{len(counts)} inconclusive case(s): {confirm_total[0]} confirmation round(s)")
+            extra = confirmation_schedule(counts, rounds, seed)
+            _write_schedule(run_dir, schedule + extra, pairs, staged, rounds)
+            for w in workers.values():  # a confirmation round is a round: fresh processes
+                w.close()
+            current[0] = rounds
+            run(extra, t0, current)
+            log(done(current[0]))
     finally:
         flush()  # whatever ended the session (Ctrl-C included), the rows measured so far are on disk
         for w in workers.values():
@@ -644,4 +712,5 @@ def _measure(suite: Any, sides: dict[str, Side], pairs: list[Pair], run_dir: Pat
     _finish_rows(run_dir, collectors, pairs, rows)
     flush()
     return Session(run_dir=run_dir, sides=sides, pairs=pairs, rows=rows, ratios=ratios, only_base=[], only_head=[],
-                   rounds=rounds, seed=seed, variant=None, wall_s=0.0, rounds_of=rounds_of, round_floor=round_floor)
+                   rounds=rounds, seed=seed, variant=None, wall_s=0.0, rounds_of=rounds_of, round_floor=round_floor,
+                   confirm_ratios=confirm_ratios)

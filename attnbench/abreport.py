@@ -16,7 +16,7 @@ import pandas as pd
 
 from .ab import Session
 from .compare import Comparison, Finding, _num, _order, case_name, compare_costs
-from .paired import detectable_slowdown, paired_verdict, robust_sd
+from .paired import confirmed_verdict, detectable_slowdown, needs_confirmation, robust_sd
 from .store import atomic_write_text
 
 
@@ -28,13 +28,25 @@ def _name(session: Session, i: int) -> str:
     return case_name(pd.Series(row))
 
 
+def _span(counts: list[int]) -> str:
+    return f"{counts[0]}" if counts[0] == counts[-1] else f"{counts[0]}-{counts[-1]}"
+
+
 def rounds_text(session: Session) -> str:
     """"16 rounds", or "16 rounds (8-12 for 5 cases whose call outlasts a round's budget)"."""
     fewer = sorted(n for i, n in session.rounds_of.items() if n < session.rounds and not session.pairs[i].failed)
-    if not fewer:
-        return f"{session.rounds} rounds"
-    span = f"{fewer[0]}" if fewer[0] == fewer[-1] else f"{fewer[0]}-{fewer[-1]}"
-    return f"{session.rounds} rounds ({span} for {len(fewer)} cases whose call outlasts a round's budget)"
+    text = f"{session.rounds} rounds"
+    if fewer:
+        text += f" ({_span(fewer)} for {len(fewer)} cases whose call outlasts a round's budget)"
+    return text
+
+
+def confirmation_text(session: Session) -> str:
+    """"16 confirmation rounds for 2 inconclusive cases", or "" when none was confirmed."""
+    confirmed = sorted(len(r) for r in session.confirm_ratios.values() if r)
+    if not confirmed:
+        return ""
+    return f"{_span(confirmed)} confirmation rounds for {len(confirmed)} inconclusive case{'s' * (len(confirmed) > 1)}"
 
 
 def findings(session: Session, threshold: float, confidence: float) -> Comparison:
@@ -49,10 +61,12 @@ def findings(session: Session, threshold: float, confidence: float) -> Compariso
             err = str(hrow.get("error") or brow.get("error") or "")
             out.append(Finding(name, "status", bs, hs, verdict, note=err, case_key=key))
             continue
-        ratios = session.ratios[i]
-        est = paired_verdict(ratios, threshold=threshold, confidence=confidence)
-        spread = robust_sd(np.log(ratios)) if len(ratios) >= 2 else math.nan
-        note = est.reason if est.verdict == "inconclusive" else (
+        ratios, confirm = session.ratios[i], session.confirm_ratios.get(i, [])
+        est = confirmed_verdict(ratios, confirm, threshold=threshold, confidence=confidence)
+        confirmed = bool(confirm) and needs_confirmation(ratios, threshold=threshold, confidence=confidence)
+        judged = confirm if confirmed else ratios
+        spread = robust_sd(np.log(judged)) if len(judged) >= 2 else math.nan
+        note = est.reason if est.verdict == "inconclusive" or confirmed else (
             f"{est.n_base} paired rounds, signed-rank p={est.p_value:.2g}, round spread ±{spread:.1%}")
         out.append(Finding(name, "latency_ms", _num(brow.get("latency_ms")), _num(hrow.get("latency_ms")), est.verdict,
                            est.ratio, est.ci_low, est.ci_high, est.p_value, note, key))
@@ -65,7 +79,9 @@ def findings(session: Session, threshold: float, confidence: float) -> Compariso
         only_baseline=[c.describe() for c in session.only_base], only_new=[c.describe() for c in session.only_head],
         threshold=threshold, confidence=confidence,
         basis=(f"Latency judged from {rounds_text(session)} of paired measurements per case (base and head measured alternately "
-               f"in each round, seed {session.seed}); signed-rank interval of the head/base ratio."),
+               f"in each round, seed {session.seed}); signed-rank interval of the head/base ratio"
+               + (f"; {confirmation_text(session)}, each judged from its confirmation rounds alone."
+                  if confirmation_text(session) else ".")),
     )
 
 
@@ -78,7 +94,8 @@ def calibration(session: Session, comp: Comparison) -> tuple[pd.DataFrame, dict[
         if f is None:
             continue
         d = np.log(session.ratios[i])
-        rows.append({"case": f.case, "rounds": len(d), "change": f.ratio - 1, "verdict": f.verdict,
+        rows.append({"case": f.case, "rounds": len(d), "confirmation_rounds": len(session.confirm_ratios.get(i, [])),
+                     "change": f.ratio - 1, "verdict": f.verdict,
                      "round_spread": robust_sd(d),
                      "detectable_at_threshold": detectable_slowdown(d, threshold=comp.threshold,
                                                                      confidence=comp.confidence),
@@ -100,7 +117,9 @@ def render(session: Session, comp: Comparison, fmt: str = "text") -> str:
     b, h = session.sides["base"].ref, session.sides["head"].ref
     head = (f"attnbench ab: base {b.title} vs head {h.title}"
             + (f", variant {session.variant[0]} vs {session.variant[1]}" if session.variant else "")
-            + f"; {len(session.pairs)} cases x {rounds_text(session)} in {session.wall_s:.0f} s; run {session.run_dir}")
+            + f"; {len(session.pairs)} cases x {rounds_text(session)}"
+            + (f" (+ {confirmation_text(session)})" if confirmation_text(session) else "")
+            + f" in {session.wall_s:.0f} s; run {session.run_dir}")
     lines = [f"_{head}_" if md else head, ""]
     for n in session.notes:
         lines.append(f"> {n}" if md else f"note: {n}")
@@ -115,9 +134,10 @@ def render(session: Session, comp: Comparison, fmt: str = "text") -> str:
             f"{s['suggested_threshold']:.1%} keeps every case seen here quiet. Median smallest slowdown caught with 95% "
             f"probability at threshold {comp.threshold:.1%}: {s['median_detectable']:.1%} (per case below; "
             "docs/regression.md explains the choice).")
-        table = [[r.case, r.rounds, f"{r.change:+.1%}", r.verdict, f"±{r.round_spread:.1%}",
+        table = [[r.case, f"{r.rounds}" + (f" + {r.confirmation_rounds}" if r.confirmation_rounds else ""),
+                  f"{r.change:+.1%}", r.verdict, f"±{r.round_spread:.1%}",
                   f"{r.detectable_at_threshold:.1%}", f"{r.detectable_any_threshold:.1%}"] for r in frame.itertuples()]
-        lines += ["", tabulate(table, headers=["case", "rounds", "A/A change", "verdict", "round spread",
+        lines += ["", tabulate(table, headers=["case", "rounds (+ confirmation)", "A/A change", "verdict", "round spread",
                                                f"detectable at {comp.threshold:.0%}", "detectable (threshold 0)"],
                                tablefmt="github" if md else "simple", disable_numparse=True)]
     return "\n".join(lines).rstrip("\n") + "\n"

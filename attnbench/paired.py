@@ -21,6 +21,17 @@ The rule (``paired_verdict``), for ratios r_1..r_R (head median / base median of
   mirror image; **inconclusive** when the estimate passes the threshold but the interval holds 1;
   **unchanged** otherwise.
 
+**Confirmation rounds** (``confirmed_verdict``). A case that is *inconclusive* after its rounds (the
+estimate passes the threshold, the interval holds 1) is measured again in fresh rounds at the end of
+the session, and its verdict is the confirmation rounds' alone. Why: on a shared machine a noise
+burst can hit one side of a round and make its ratio read 0.78 under a real +5 %; two such rounds out
+of 16 push 31 of the 136 Walsh averages below 0, past the 29 the interval tolerates, so a real
+slowdown reads inconclusive (5 of 60 injected +5 % slowdowns in three calibrations). Why the fresh
+rounds alone and not all rounds pooled: the screening rounds were selected for looking like a change,
+so pooling them with more rounds reuses that luck. Judged alone, the confirmation rounds are an
+independent test, and the false-alarm rate of the two stages together is at most
+α + P(inconclusive)·α, α = (1 - confidence)/2 per side: a few per cent above α, never double it.
+
 ``detectable_slowdown`` turns the spread of an A/A (the same code on both sides) into the smallest
 slowdown the gate flags with 95 % probability on this machine, for choosing ``--threshold``.
 ``compare_rounds`` is the unpaired counterpart for two stored runs with ``timing.rounds``: Welch's
@@ -29,6 +40,7 @@ t-interval on the log round medians, i.e. judged by between-round variance.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from functools import lru_cache
 from typing import Sequence
 
@@ -155,6 +167,26 @@ def paired_verdict(ratios: Sequence[float], *, threshold: float = DEFAULT_THRESH
                              f"{min_rounds(confidence)} rounds")
     verdict, reason = _verdict(ratio, low, high, threshold, confidence, f"{n} paired rounds, signed-rank p={p:.2g}")
     return ShiftEstimate(ratio, low, high, p, n, n, verdict, reason)
+
+
+def needs_confirmation(screening: Sequence[float], *, threshold: float = DEFAULT_THRESHOLD,
+                       confidence: float = DEFAULT_CONFIDENCE) -> bool:
+    """Whether a case's screening rounds leave it inconclusive, so that confirmation rounds decide it."""
+    return paired_verdict(screening, threshold=threshold, confidence=confidence).verdict == "inconclusive"
+
+
+def confirmed_verdict(screening: Sequence[float], confirmation: Sequence[float], *,
+                      threshold: float = DEFAULT_THRESHOLD, confidence: float = DEFAULT_CONFIDENCE) -> ShiftEstimate:
+    """The verdict of a case from its screening rounds and, if it was inconclusive there, from its
+    confirmation rounds alone (see the module docstring for why alone). Without confirmation rounds
+    the screening verdict stands."""
+    first = paired_verdict(screening, threshold=threshold, confidence=confidence)
+    if first.verdict != "inconclusive" or not len(confirmation):
+        return first
+    second = paired_verdict(confirmation, threshold=threshold, confidence=confidence)
+    seen = (f"inconclusive in {first.n_base} rounds ({first.ratio - 1:+.1%}, {confidence:.0%} CI "
+            f"[{first.ci_low:.3f}, {first.ci_high:.3f}]); judged from {second.n_base} confirmation rounds")
+    return replace(second, reason=f"{second.reason}; {seen}")
 
 
 def compare_rounds(base: Sequence[float], new: Sequence[float], *, threshold: float = DEFAULT_THRESHOLD,

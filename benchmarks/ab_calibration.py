@@ -48,7 +48,8 @@ HARNESS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(HARNESS))
 
 from attnbench.ab import AB_DEFAULT_THRESHOLD, DEFAULT_ROUNDS  # noqa: E402
-from attnbench.paired import compare_rounds, paired_verdict  # noqa: E402
+from attnbench.paired import compare_rounds, confirmed_verdict, paired_verdict  # noqa: E402
+from attnbench.rounds import CONFIRM_SAMPLES, ROUND_SAMPLES  # noqa: E402
 from attnbench.stats import compare_samples  # noqa: E402
 from attnbench.store import load_run  # noqa: E402
 
@@ -173,10 +174,13 @@ def ab_trials(run_dir: Path) -> list[dict]:
     for _, h in res[res["label"].str.endswith(" [head]")].iterrows():
         label = h["label"][: -len(" [head]")]
         b = res[(res["label"] == f"{label} [base]") & (res["height"] == h["height"])].iloc[0]
-        rb = run.samples[(b["case_key"], "latency_round_ms")]
-        rh = run.samples[(h["case_key"], "latency_round_ms")]
-        ratios = np.asarray(rh) / np.asarray(rb)
-        out.append({"label": label, "size": int(h["height"]), "ratios": ratios})
+        rb = run.samples[(b["case_key"], ROUND_SAMPLES)]
+        rh = run.samples[(h["case_key"], ROUND_SAMPLES)]
+        cb = run.samples.get((b["case_key"], CONFIRM_SAMPLES)) or []
+        ch = run.samples.get((h["case_key"], CONFIRM_SAMPLES)) or []
+        n = min(len(cb), len(ch))
+        out.append({"label": label, "size": int(h["height"]), "ratios": np.asarray(rh) / np.asarray(rb),
+                    "confirm": np.asarray(ch[:n]) / np.asarray(cb[:n])})
     return out
 
 
@@ -193,6 +197,8 @@ def pair_trials(base_dir: Path, new_dir: Path) -> list[dict]:
 
 def judge(kind: str, trial: dict, threshold: float, confidence: float) -> str:
     if kind == "ab":
+        return confirmed_verdict(trial["ratios"], trial["confirm"], threshold=threshold, confidence=confidence).verdict
+    if kind == "screening":
         return paired_verdict(trial["ratios"], threshold=threshold, confidence=confidence).verdict
     if kind == "rounds":
         return compare_rounds(*trial["rounds"], threshold=threshold, confidence=confidence).verdict
@@ -201,7 +207,8 @@ def judge(kind: str, trial: dict, threshold: float, confidence: float) -> str:
 
 def table(aa: dict[str, list[dict]], det: dict[str, list[dict]]) -> pd.DataFrame:
     rows = []
-    for kind, name in (("ab", "ab (paired rounds)"), ("rounds", "compare, timing.rounds: 10"),
+    for kind, name in (("ab", "ab (paired rounds + confirmation)"), ("screening", "ab, screening rounds only"),
+                       ("rounds", "compare, timing.rounds: 10"),
                        ("within", "compare, within-run samples")):
         for c, t in itertools.product(CONFIDENCES, THRESHOLDS):
             a = [judge(kind, x, t, c) for x in aa[kind]]
@@ -241,7 +248,7 @@ def wall_s(run_dir: Path) -> float:
     """Seconds a stored run or session took: ab's own figure, else env.json creation to the last write."""
     md = run_dir / "ab.md"
     if md.exists():
-        m = re.search(r"rounds in (\d+) s", md.read_text())
+        m = re.search(r" in (\d+) s; run ", md.read_text())
         if m:
             return float(m.group(1))
     created = datetime.fromisoformat(json.loads((run_dir / "env.json").read_text())["created_at"])
@@ -262,6 +269,9 @@ def analyze(work: Path, out: Path, log, command: str) -> str:
     det = {"ab": [t for d in det_s for t in ab_trials(d)],
            "rounds": [t for b in base_runs for sl in slow_runs for t in pair_trials(b, sl)]}
     aa["within"], det["within"] = aa["rounds"], det["rounds"]
+    aa["screening"], det["screening"] = aa["ab"], det["ab"]
+    confirmed = {"A/A": sum(len(t["confirm"]) > 0 for t in aa["ab"]), "detection": sum(len(t["confirm"]) > 0
+                                                                                     for t in det["ab"])}
     tab = table(aa, det)
     cost = []
     for name, ab_dir, runs_dir in (("smoke", "ab-smoke", "runs-smoke"), ("abcal", "ab-aa", "runs-cheap")):
@@ -291,7 +301,12 @@ def analyze(work: Path, out: Path, log, command: str) -> str:
           f"timing.rounds: 10. Detection: {len(det_s)} `ab base slow` sessions; every pair of a base run and one of "
           f"{len(slow_runs)} slow runs (base and slow runs alternate in time; pairs share runs, so they are not "
           "independent). The slow commit repeats global attention's forward 21 (inj5) or 22 (inj10) instead of 20 times "
-          "per call; nothing else changes. Verdicts are recomputed from the stored samples at each threshold.", "",
+          "per call; nothing else changes. Verdicts are recomputed from the stored samples at each threshold. "
+          "ab's sessions ran at its defaults (2 %, 95 %): a case inconclusive there got confirmation rounds "
+          f"(A/A: {confirmed['A/A']} of {len(aa['ab'])} cases, detection: {confirmed['detection']} of "
+          f"{len(det['ab'])}). At a higher threshold the recomputed verdict is exact (a case inconclusive at 3 % is "
+          "inconclusive at 2 %); at 99 % a case inconclusive there but not at 95 % has no confirmation rounds and "
+          "stays inconclusive. The screening-only rows are the verdicts without confirmation.", "",
           "## False alarms and detection", "",
           tabulate(shown, headers="keys", tablefmt="github", showindex=False, floatfmt=".2f"), "",
           f"Sessions at the default threshold: {exits}.", "",
@@ -302,7 +317,7 @@ def analyze(work: Path, out: Path, log, command: str) -> str:
           ""]
     text = "\n".join(md)
     (out / "table.md").write_text(text)
-    (out / "figures.json").write_text(json.dumps({"exits": exits, "delivered": delivered, "cost": cost,
+    (out / "figures.json").write_text(json.dumps({"exits": exits, "delivered": delivered, "cost": cost, "confirmed": confirmed,
                                                   "table": tab.to_dict("records")}, indent=2, default=str))
     log(f"wrote {out / 'table.md'}")
     return text

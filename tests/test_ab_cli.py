@@ -18,6 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -274,3 +275,53 @@ def test_too_few_min_rounds_is_one_line_exit_2(throwaway):
     line = one_line_error(attnbench(repo, "ab", "HEAD", "HEAD", "suites/tiny.yaml", "--min-rounds", "3"))
     assert line == ("attnbench: error: --min-rounds 3: the signed-rank interval needs at least 6 rounds at 95% "
                     "confidence; use --min-rounds 6 or more (default 8)")
+
+
+@pytest.mark.slow
+def test_inconclusive_cases_get_confirmation_rounds_and_are_judged_from_them(throwaway, tmp_path):
+    """At threshold 0 an A/A case is inconclusive unless all its rounds lean one way (2/64 at 6 rounds),
+    so confirmation runs; every inconclusive case, and only those, gets the rounds asked for, after the
+    session's own rounds, and its verdict is the confirmation rounds' alone."""
+    from attnbench.paired import confirmed_verdict, needs_confirmation
+    from attnbench.rounds import CONFIRM_SAMPLES, ROUND_SAMPLES
+    from attnbench.store import load_run
+
+    repo, base, _ = throwaway
+    proc = attnbench(repo, "ab", base, base, "suites/tiny.yaml", "--rounds", "6", "--confirm-rounds", "7",
+                     "--threshold", "0", "--out", str(tmp_path))
+    assert proc.returncode in (0, 1), proc.stderr
+    (run_dir,) = (tmp_path / "tiny-ab").iterdir()
+    run = load_run(run_dir)
+    schedule = pd.read_csv(run_dir / "schedule.csv")
+    assert yaml.safe_load((run_dir / "env.json").read_text())["ab"]["confirm_rounds"] == 7
+    verdicts = pd.read_csv(run_dir / "ab.csv").set_index("case_key")
+    confirmed = 0
+    for label in ("global", "swin"):
+        keys = {s: run.results.set_index("label").loc[f"{label} [{s}]", "case_key"] for s in ("base", "head")}
+        screen = [run.samples[(keys[s], ROUND_SAMPLES)] for s in ("base", "head")]
+        ratios = list(np.asarray(screen[1]) / np.asarray(screen[0]))
+        extra = schedule[(schedule["case_key"] == keys["head"]) & schedule["confirmation"]]
+        if not needs_confirmation(ratios, threshold=0.0):
+            assert extra.empty and (keys["head"], CONFIRM_SAMPLES) not in run.samples
+            continue
+        confirmed += 1
+        assert sorted(extra["round"]) == list(range(6, 13)) and extra["round"].min() > schedule["round"][
+            ~schedule["confirmation"]].max()
+        again = [run.samples[(keys[s], CONFIRM_SAMPLES)] for s in ("base", "head")]
+        assert len(again[0]) == len(again[1]) == 7
+        est = confirmed_verdict(ratios, list(np.asarray(again[1]) / np.asarray(again[0])), threshold=0.0)
+        row = verdicts.loc[keys["head"]]
+        row = row[row["metric"] == "latency_ms"].iloc[0] if isinstance(row, pd.DataFrame) else row
+        assert row["verdict"] == est.verdict and row["ratio"] == pytest.approx(est.ratio)
+        assert "confirmation rounds" in row["note"]
+        assert int(run.results.set_index("case_key").loc[keys["head"], "timing_rounds"]) == 13
+    assert confirmed >= 1
+    assert f"2 cases x 6 rounds (+ 7 confirmation rounds for {confirmed} inconclusive case" in proc.stdout
+    assert "confirmation round 7/7 done" in proc.stderr
+
+
+def test_too_few_confirmation_rounds_is_one_line_exit_2(throwaway):
+    repo, _, _ = throwaway
+    line = one_line_error(attnbench(repo, "ab", "HEAD", "HEAD", "suites/tiny.yaml", "--confirm-rounds", "3"))
+    assert line == ("attnbench: error: --confirm-rounds 3: the signed-rank interval needs at least 6 rounds at 95% "
+                    "confidence; use --confirm-rounds 6 or more, or 0 to turn confirmation off")

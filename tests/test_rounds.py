@@ -14,7 +14,7 @@ from attnbench.commands.compare import compare
 from attnbench.commands.run import run
 from attnbench.compare import compare_runs
 from attnbench.paired import robust_sd
-from attnbench.rounds import ROUND_SAMPLES, RoundCollector, combine, round_budget
+from attnbench.rounds import CONFIRM_SAMPLES, ROUND_SAMPLES, RoundCollector, combine, round_budget
 from synthetic_runs import case, ok_row, write_run
 
 
@@ -45,6 +45,18 @@ def test_collector_accumulates_rounds_and_keeps_first_round_extras():
     assert cols["latency_ms"] == 2.0 and cols["peak_memory_mib"] == 5.0
     assert samples[ROUND_SAMPLES] == [1.0, 3.0] and samples["mem"] == [5.0]
     assert coll.count("k") == 2 and coll.snapshot("missing") == ({}, {})
+
+
+
+def test_confirmation_rounds_are_kept_apart_but_count_in_the_row():
+    coll = RoundCollector()
+    for ms, confirming in ((1.0, False), (2.0, False), (4.0, True), (8.0, True), (16.0, True)):
+        cols, samples = coll.add("k", {"latency_ms": ms}, {"latency_ms": [ms, ms]}, confirming=confirming)
+    assert samples[ROUND_SAMPLES] == [1.0, 2.0] and samples[CONFIRM_SAMPLES] == [4.0, 8.0, 16.0]
+    assert cols["timing_rounds"] == 5 and cols["latency_ms"] == 4.0 and cols["timing_runs"] == 10
+    assert cols["latency_round_cv"] == pytest.approx(robust_sd(np.log([1.0, 2.0, 4.0, 8.0, 16.0])))
+    _, plain = combine({"latency_ms": 1.0}, [[1.0], [2.0]])
+    assert CONFIRM_SAMPLES not in plain  # no confirmation, no series
 
 
 SUITE = """\

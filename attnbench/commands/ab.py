@@ -36,6 +36,9 @@ def setup_arguments(subparsers: argparse._SubParsersAction) -> None:
                         help=f"fewest rounds for a case whose one call outlasts its share of the timing budget: such "
                         "a case gets as many rounds as its whole budget holds calls, but at least N "
                         f"(default {DEFAULT_MIN_ROUNDS}); --min-rounds equal to --rounds times every case in every round")
+    parser.add_argument("--confirm-rounds", type=int, default=None, metavar="N",
+                        help="a case still inconclusive after its rounds is timed again in N confirmation rounds at "
+                        "the end and judged from those alone (default: as many rounds as it had; 0 turns this off)")
     parser.add_argument("--threshold", type=float, default=AB_DEFAULT_THRESHOLD,
                         help=f"minimum latency change that counts, as a fraction (default {AB_DEFAULT_THRESHOLD}); "
                         "choose it from an A/A session (BASE_REF = HEAD_REF)")
@@ -61,20 +64,21 @@ def run_from_args(args: argparse.Namespace) -> int:
     return ab(args.base, args.head, args.suite, rounds=args.rounds, threshold=args.threshold,
               confidence=args.confidence, fmt=args.format, out=args.out, variant=tuple(args.variant) if args.variant
               else None, seed=args.seed, min_run_time=args.min_run_time, imports=tuple(args.imports),
-              min_rounds=args.min_rounds)
+              min_rounds=args.min_rounds, confirm_rounds=args.confirm_rounds)
 
 
 def ab(base: str, head: str, suite: str | Path, *, rounds: int = DEFAULT_ROUNDS, threshold: float = AB_DEFAULT_THRESHOLD,
        confidence: float = DEFAULT_CONFIDENCE, fmt: str = "text", out: str | Path = "results",
        variant: tuple[str, str] | None = None, seed: int = 0, min_run_time: float | None = None,
-       imports: tuple[str, ...] = (), repo: str | Path = ".", min_rounds: int | None = None) -> int:
+       imports: tuple[str, ...] = (), repo: str | Path = ".", min_rounds: int | None = None,
+       confirm_rounds: int | None = None) -> int:
     """Run the session, print the report (stdout) and progress (stderr); return 0, or 1 on a regression."""
     from .. import abreport
     from ..ab import run_session
 
     session = run_session(base, head, suite, rounds=rounds, out=out, seed=seed, variant=variant, imports=imports,
                           min_run_time=min_run_time, repo=repo, threshold=threshold, confidence=confidence,
-                          min_rounds=min_rounds, log=lambda s: print(f"attnbench ab: {s}", file=sys.stderr, flush=True))
+                          min_rounds=min_rounds, confirm_rounds=confirm_rounds, log=lambda s: print(f"attnbench ab: {s}", file=sys.stderr, flush=True))
     comp = abreport.findings(session, threshold, confidence)
     abreport.write(session, comp)
     print(abreport.render(session, comp, fmt), end="")
