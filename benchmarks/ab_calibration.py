@@ -47,7 +47,7 @@ import yaml
 HARNESS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(HARNESS))
 
-from attnbench.ab import AB_DEFAULT_THRESHOLD, DEFAULT_ROUNDS  # noqa: E402
+from attnbench.ab import AB_DEFAULT_CONFIDENCE, AB_DEFAULT_THRESHOLD, DEFAULT_ROUNDS  # noqa: E402
 from attnbench.paired import compare_rounds, confirmed_verdict, paired_verdict  # noqa: E402
 from attnbench.rounds import CONFIRM_SAMPLES, ROUND_SAMPLES  # noqa: E402
 from attnbench.stats import compare_samples  # noqa: E402
@@ -283,7 +283,8 @@ def analyze(work: Path, out: Path, log, command: str) -> str:
             cost.append({"suite": f"{name} ({n_cases} cases)", f"ab wall s (R={DEFAULT_ROUNDS})": round(w_ab),
                          "two runs wall s": round(w_two), "ratio": round(w_ab / w_two, 2),
                          "sessions": len(sessions)})
-    exits = {f"A/A sessions exiting 1 (ab's defaults: {AB_DEFAULT_THRESHOLD:.0%}, {DEFAULT_ROUNDS} rounds)":
+    exits = {f"A/A sessions exiting 1 (ab's defaults: {AB_DEFAULT_THRESHOLD:.0%}, {AB_DEFAULT_CONFIDENCE:.0%}, "
+             f"{DEFAULT_ROUNDS} rounds)":
              sum(_regressed(d) for d in aa_s),
              "detection sessions exiting 1": sum(_regressed(d) for d in det_s)}
     delivered = {lab: float(np.exp(np.median([np.median(np.log(t["ratios"])) for t in det["ab"]
@@ -302,11 +303,13 @@ def analyze(work: Path, out: Path, log, command: str) -> str:
           f"{len(slow_runs)} slow runs (base and slow runs alternate in time; pairs share runs, so they are not "
           "independent). The slow commit repeats global attention's forward 21 (inj5) or 22 (inj10) instead of 20 times "
           "per call; nothing else changes. Verdicts are recomputed from the stored samples at each threshold. "
-          "ab's sessions ran at its defaults (2 %, 95 %): a case inconclusive there got confirmation rounds "
+          f"ab's sessions ran at {session_settings(aa_s + det_s)}: a case "
+          "inconclusive there got confirmation rounds "
           f"(A/A: {confirmed['A/A']} of {len(aa['ab'])} cases, detection: {confirmed['detection']} of "
           f"{len(det['ab'])}). At a higher threshold the recomputed verdict is exact (a case inconclusive at 3 % is "
-          "inconclusive at 2 %); at 99 % a case inconclusive there but not at 95 % has no confirmation rounds and "
-          "stays inconclusive. The screening-only rows are the verdicts without confirmation.", "",
+          "inconclusive at 2 %); at another confidence a case inconclusive there but not at the sessions' has no "
+          "confirmation rounds and stays inconclusive (and one inconclusive only at the sessions' is judged by its "
+          "confirmation rounds). The screening-only rows are the verdicts without confirmation.", "",
           "## False alarms and detection", "",
           tabulate(shown, headers="keys", tablefmt="github", showindex=False, floatfmt=".2f"), "",
           f"Sessions at the default threshold: {exits}.", "",
@@ -321,6 +324,13 @@ def analyze(work: Path, out: Path, log, command: str) -> str:
                                                   "table": tab.to_dict("records")}, indent=2, default=str))
     log(f"wrote {out / 'table.md'}")
     return text
+
+
+def session_settings(sessions: list[Path]) -> str:
+    """The threshold and confidence the sessions ran at (their env.json), e.g. "2 %, 99 %"."""
+    found = {(e["threshold"], e["confidence"]) for e in
+             (json.loads((d / "env.json").read_text())["ab"] for d in sessions)}
+    return "; ".join(f"{t:.0%}, {c:.0%}" for t, c in sorted(found)) or "no session"
 
 
 def _regressed(session: Path) -> bool:

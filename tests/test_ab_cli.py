@@ -122,7 +122,7 @@ def test_ci_recipe_fails_the_check_on_the_slowed_mechanism(throwaway, tmp_path):
     step = recipe_step()
     summary = tmp_path / "summary.md"
     e = {**env(), **step["env"], "BASE_SHA": base, "HEAD_SHA": head, "SUITE": "suites/tiny.yaml",
-         "THRESHOLD": "0.5", "ROUNDS": "6", "GITHUB_STEP_SUMMARY": str(summary)}
+         "THRESHOLD": "0.5", "ROUNDS": "8", "GITHUB_STEP_SUMMARY": str(summary)}
     proc = subprocess.run(["bash", "-e", "-c", step["run"]], cwd=repo, env=e, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 1, proc.stderr
@@ -132,14 +132,14 @@ def test_ci_recipe_fails_the_check_on_the_slowed_mechanism(throwaway, tmp_path):
              for line in md.splitlines() if line.startswith("| ") and "latency_ms" in line}
     assert table == {("global 14x14 float32 forward", "latency_ms"): "regression",
                      ("swin 14x14 float32 forward", "latency_ms"): "unchanged"}
-    assert f"attnbench ab: base {base[:7]} vs head {head[:7]}; 2 cases x 6 rounds in " in md
+    assert f"attnbench ab: base {base[:7]} vs head {head[:7]}; 2 cases x 8 rounds in " in md
     (run_dir,) = (repo / "ab-results" / "tiny-ab").iterdir()
     results = pd.read_csv(run_dir / "results.csv")
     assert sorted(results["label"]) == ["global [base]", "global [head]", "swin [base]", "swin [head]"]
-    assert set(results["status"]) == {"ok"} and set(results["timing_rounds"]) == {6}
+    assert set(results["status"]) == {"ok"} and set(results["timing_rounds"]) == {8}
     schedule = pd.read_csv(run_dir / "schedule.csv")
-    assert len(schedule) == 2 * 2 * 6
-    assert list(schedule["staged"]) == [False] * 4 + [True] * 20  # short calls: staged after round 0
+    assert len(schedule) == 2 * 2 * 8
+    assert list(schedule["staged"]) == [False] * 4 + [True] * 28  # short calls: staged after round 0
     env_json = yaml.safe_load((run_dir / "env.json").read_text())
     assert (env_json["ab"]["base_commit"], env_json["ab"]["head_commit"]) == (base, head)
     verdicts = pd.read_csv(run_dir / "ab.csv")
@@ -156,7 +156,7 @@ def test_ci_recipe_fails_the_check_on_the_slowed_mechanism(throwaway, tmp_path):
 @pytest.mark.slow
 def test_same_commit_twice_reports_calibration(throwaway, tmp_path):
     repo, base, _ = throwaway
-    proc = attnbench(repo, "ab", base, base, "suites/tiny.yaml", "--rounds", "6", "--threshold", "0.5",
+    proc = attnbench(repo, "ab", base, base, "suites/tiny.yaml", "--rounds", "8", "--threshold", "0.5",
                      "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     assert "Calibration (A/A: the same commit on both sides)" in proc.stdout
@@ -165,7 +165,7 @@ def test_same_commit_twice_reports_calibration(throwaway, tmp_path):
     cal = pd.read_csv(run_dir / "calibration.csv")
     assert list(cal["case"]) == ["global 14x14 float32 forward", "swin 14x14 float32 forward"]
     assert (cal["detectable_at_threshold"] >= 0.5).all()  # never below the threshold itself
-    assert "round 6/6 done" in proc.stderr
+    assert "round 8/8 done" in proc.stderr
 
 
 def one_line_error(proc: subprocess.CompletedProcess) -> str:
@@ -185,8 +185,8 @@ def test_bad_ref_is_one_line_exit_2(throwaway):
 def test_too_few_rounds_is_one_line_exit_2(throwaway):
     repo, _, _ = throwaway
     line = one_line_error(attnbench(repo, "ab", "HEAD", "HEAD", "suites/tiny.yaml", "--rounds", "4"))
-    assert line == ("attnbench: error: --rounds 4: the signed-rank interval needs at least 6 rounds at 95% "
-                    "confidence; use --rounds 6 or more (default 16)")
+    assert line == ("attnbench: error: --rounds 4: the signed-rank interval needs at least 8 rounds at 99% "
+                    "confidence; use --rounds 8 or more (default 16)")
 
 
 def test_uncommitted_change_that_would_be_ignored_is_refused(throwaway):
@@ -229,11 +229,11 @@ def test_variant_pairs_two_labels_of_one_commit(throwaway, tmp_path):
     suite.write_text(TINY.replace("name: tiny", "name: variant").replace(
         "  - global\n  - {name: swin, window_size: 7}\n",
         "  - {name: swin, window_size: 7, label: plain}\n  - {name: swin, window_size: 7, shift: 3, label: shifted}\n"))
-    proc = attnbench(repo, "ab", "HEAD", "HEAD", str(suite), "--variant", "plain", "shifted", "--rounds", "6",
+    proc = attnbench(repo, "ab", "HEAD", "HEAD", str(suite), "--variant", "plain", "shifted", "--rounds", "8",
                      "--threshold", "0.5", "--out", str(tmp_path / "out"), "--format", "md")
     assert proc.returncode in (0, 1), proc.stderr
     assert f"attnbench ab: base HEAD ({head[:7]}) vs head HEAD ({head[:7]}), variant plain vs shifted; " \
-           "1 cases x 6 rounds in " in proc.stdout
+           "1 cases x 8 rounds in " in proc.stdout
     (row,) = [line for line in proc.stdout.splitlines() if "latency_ms" in line]
     assert "| plain vs shifted 14x14 float32 forward |" in row
     assert "Calibration" not in proc.stdout  # two configurations are not an A/A
@@ -246,8 +246,9 @@ def test_cli_defaults_are_the_sessions_defaults():
     from attnbench import ab as session
     from attnbench.commands import ab as command
 
-    assert (command.DEFAULT_ROUNDS, command.DEFAULT_MIN_ROUNDS, command.AB_DEFAULT_THRESHOLD) == (
-        session.DEFAULT_ROUNDS, session.DEFAULT_MIN_ROUNDS, session.AB_DEFAULT_THRESHOLD)
+    assert (command.DEFAULT_ROUNDS, command.DEFAULT_MIN_ROUNDS, command.AB_DEFAULT_THRESHOLD,
+            command.AB_DEFAULT_CONFIDENCE) == (session.DEFAULT_ROUNDS, session.DEFAULT_MIN_ROUNDS,
+                                               session.AB_DEFAULT_THRESHOLD, session.AB_DEFAULT_CONFIDENCE)
 
 
 @pytest.mark.slow
@@ -255,31 +256,31 @@ def test_case_longer_than_its_round_budget_gets_the_floor_of_rounds(throwaway, t
     """A 1 µs share per round is shorter than any call, so every case gets --min-rounds rounds, spread
     over the whole session (first and last round included), and the report says how many it had."""
     repo, base, _ = throwaway
-    proc = attnbench(repo, "ab", base, base, "suites/tiny.yaml", "--rounds", "8", "--min-rounds", "6",
+    proc = attnbench(repo, "ab", base, base, "suites/tiny.yaml", "--rounds", "10", "--min-rounds", "8",
                      "--min-run-time", "0.000001", "--threshold", "0.5", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     (run_dir,) = (tmp_path / "tiny-ab").iterdir()
-    assert set(pd.read_csv(run_dir / "results.csv")["timing_rounds"]) == {6}
+    assert set(pd.read_csv(run_dir / "results.csv")["timing_rounds"]) == {8}
     schedule = pd.read_csv(run_dir / "schedule.csv")
     for _, rounds in schedule.groupby("case_key")["round"]:
-        assert sorted(set(rounds)) == [0, 1, 3, 4, 6, 7] and len(rounds) == 6
+        assert sorted(set(rounds)) == [0, 1, 3, 4, 5, 6, 8, 9] and len(rounds) == 8
     assert not schedule["staged"].any()  # calls long next to the round budget: whole jobs in turn
-    assert yaml.safe_load((run_dir / "env.json").read_text())["ab"]["min_rounds"] == 6
+    assert yaml.safe_load((run_dir / "env.json").read_text())["ab"]["min_rounds"] == 8
     cal = pd.read_csv(run_dir / "calibration.csv")
-    assert set(cal["rounds"]) == {6}
-    assert "8 rounds (6 for 2 cases whose call outlasts a round's budget)" in proc.stdout
+    assert set(cal["rounds"]) == {8}
+    assert "10 rounds (8 for 2 cases whose call outlasts a round's budget)" in proc.stdout
 
 
 def test_too_few_min_rounds_is_one_line_exit_2(throwaway):
     repo, _, _ = throwaway
     line = one_line_error(attnbench(repo, "ab", "HEAD", "HEAD", "suites/tiny.yaml", "--min-rounds", "3"))
-    assert line == ("attnbench: error: --min-rounds 3: the signed-rank interval needs at least 6 rounds at 95% "
-                    "confidence; use --min-rounds 6 or more (default 8)")
+    assert line == ("attnbench: error: --min-rounds 3: the signed-rank interval needs at least 8 rounds at 99% "
+                    "confidence; use --min-rounds 8 or more (default 8)")
 
 
 @pytest.mark.slow
 def test_inconclusive_cases_get_confirmation_rounds_and_are_judged_from_them(throwaway, tmp_path):
-    """At threshold 0 an A/A case is inconclusive unless all its rounds lean one way (2/64 at 6 rounds),
+    """At threshold 0 an A/A case is inconclusive unless all its rounds lean one way (2/256 at 8 rounds),
     so confirmation runs; every inconclusive case, and only those, gets the rounds asked for, after the
     session's own rounds, and its verdict is the confirmation rounds' alone."""
     from attnbench.paired import confirmed_verdict, needs_confirmation
@@ -287,13 +288,13 @@ def test_inconclusive_cases_get_confirmation_rounds_and_are_judged_from_them(thr
     from attnbench.store import load_run
 
     repo, base, _ = throwaway
-    proc = attnbench(repo, "ab", base, base, "suites/tiny.yaml", "--rounds", "6", "--confirm-rounds", "7",
+    proc = attnbench(repo, "ab", base, base, "suites/tiny.yaml", "--rounds", "8", "--confirm-rounds", "9",
                      "--threshold", "0", "--out", str(tmp_path))
     assert proc.returncode in (0, 1), proc.stderr
     (run_dir,) = (tmp_path / "tiny-ab").iterdir()
     run = load_run(run_dir)
     schedule = pd.read_csv(run_dir / "schedule.csv")
-    assert yaml.safe_load((run_dir / "env.json").read_text())["ab"]["confirm_rounds"] == 7
+    assert yaml.safe_load((run_dir / "env.json").read_text())["ab"]["confirm_rounds"] == 9
     verdicts = pd.read_csv(run_dir / "ab.csv").set_index("case_key")
     confirmed = 0
     for label in ("global", "swin"):
@@ -301,27 +302,28 @@ def test_inconclusive_cases_get_confirmation_rounds_and_are_judged_from_them(thr
         screen = [run.samples[(keys[s], ROUND_SAMPLES)] for s in ("base", "head")]
         ratios = list(np.asarray(screen[1]) / np.asarray(screen[0]))
         extra = schedule[(schedule["case_key"] == keys["head"]) & schedule["confirmation"]]
-        if not needs_confirmation(ratios, threshold=0.0):
+        if not needs_confirmation(ratios, threshold=0.0, confidence=0.99):
             assert extra.empty and (keys["head"], CONFIRM_SAMPLES) not in run.samples
             continue
         confirmed += 1
-        assert sorted(extra["round"]) == list(range(6, 13)) and extra["round"].min() > schedule["round"][
+        assert sorted(extra["round"]) == list(range(8, 17)) and extra["round"].min() > schedule["round"][
             ~schedule["confirmation"]].max()
         again = [run.samples[(keys[s], CONFIRM_SAMPLES)] for s in ("base", "head")]
-        assert len(again[0]) == len(again[1]) == 7
-        est = confirmed_verdict(ratios, list(np.asarray(again[1]) / np.asarray(again[0])), threshold=0.0)
+        assert len(again[0]) == len(again[1]) == 9
+        est = confirmed_verdict(ratios, list(np.asarray(again[1]) / np.asarray(again[0])), threshold=0.0,
+                                confidence=0.99)
         row = verdicts.loc[keys["head"]]
         row = row[row["metric"] == "latency_ms"].iloc[0] if isinstance(row, pd.DataFrame) else row
         assert row["verdict"] == est.verdict and row["ratio"] == pytest.approx(est.ratio)
         assert "confirmation rounds" in row["note"]
-        assert int(run.results.set_index("case_key").loc[keys["head"], "timing_rounds"]) == 13
+        assert int(run.results.set_index("case_key").loc[keys["head"], "timing_rounds"]) == 17
     assert confirmed >= 1
-    assert f"2 cases x 6 rounds (+ 7 confirmation rounds for {confirmed} inconclusive case" in proc.stdout
-    assert "confirmation round 7/7 done" in proc.stderr
+    assert f"2 cases x 8 rounds (+ 9 confirmation rounds for {confirmed} inconclusive case" in proc.stdout
+    assert "confirmation round 9/9 done" in proc.stderr
 
 
 def test_too_few_confirmation_rounds_is_one_line_exit_2(throwaway):
     repo, _, _ = throwaway
     line = one_line_error(attnbench(repo, "ab", "HEAD", "HEAD", "suites/tiny.yaml", "--confirm-rounds", "3"))
-    assert line == ("attnbench: error: --confirm-rounds 3: the signed-rank interval needs at least 6 rounds at 95% "
-                    "confidence; use --confirm-rounds 6 or more, or 0 to turn confirmation off")
+    assert line == ("attnbench: error: --confirm-rounds 3: the signed-rank interval needs at least 8 rounds at 99% "
+                    "confidence; use --confirm-rounds 8 or more, or 0 to turn confirmation off")

@@ -9,12 +9,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..stats import DEFAULT_CONFIDENCE
 
 # attnbench.ab's defaults (not imported: keeps `attnbench --help` light; tests/test_ab_cli.py checks they agree)
 DEFAULT_ROUNDS = 16
 DEFAULT_MIN_ROUNDS = 8
 AB_DEFAULT_THRESHOLD = 0.02
+AB_DEFAULT_CONFIDENCE = 0.99
 
 
 def setup_arguments(subparsers: argparse._SubParsersAction) -> None:
@@ -31,7 +31,7 @@ def setup_arguments(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("head", metavar="HEAD_REF", help="git ref of the candidate")
     parser.add_argument("suite", metavar="SUITE", help="suite file (read from the working tree), e.g. suites/smoke.yaml")
     parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,
-                        help=f"paired rounds per case (default {DEFAULT_ROUNDS}; at least 6 at 95%% confidence)")
+                        help=f"paired rounds per case (default {DEFAULT_ROUNDS}; at least 8 at 99%% confidence, 6 at 95%%)")
     parser.add_argument("--min-rounds", type=int, default=None, metavar="N",
                         help=f"fewest rounds for a case whose one call outlasts its share of the timing budget: such "
                         "a case gets as many rounds as its whole budget holds calls, but at least N "
@@ -42,8 +42,9 @@ def setup_arguments(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--threshold", type=float, default=AB_DEFAULT_THRESHOLD,
                         help=f"minimum latency change that counts, as a fraction (default {AB_DEFAULT_THRESHOLD}); "
                         "choose it from an A/A session (BASE_REF = HEAD_REF)")
-    parser.add_argument("--confidence", type=float, default=DEFAULT_CONFIDENCE,
-                        help=f"confidence of the interval on the ratio (default {DEFAULT_CONFIDENCE})")
+    parser.add_argument("--confidence", type=float, default=AB_DEFAULT_CONFIDENCE,
+                        help=f"confidence of the interval on the ratio (default {AB_DEFAULT_CONFIDENCE}: a case "
+                        "is a false regression at most (1 - confidence)/2 of the time)")
     parser.add_argument("--format", choices=("text", "md"), default="text",
                         help="text for terminals, md for a CI job summary (default text)")
     parser.add_argument("--out", metavar="DIR", default="results",
@@ -68,7 +69,7 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 
 def ab(base: str, head: str, suite: str | Path, *, rounds: int = DEFAULT_ROUNDS, threshold: float = AB_DEFAULT_THRESHOLD,
-       confidence: float = DEFAULT_CONFIDENCE, fmt: str = "text", out: str | Path = "results",
+       confidence: float = AB_DEFAULT_CONFIDENCE, fmt: str = "text", out: str | Path = "results",
        variant: tuple[str, str] | None = None, seed: int = 0, min_run_time: float | None = None,
        imports: tuple[str, ...] = (), repo: str | Path = ".", min_rounds: int | None = None,
        confirm_rounds: int | None = None) -> int:
