@@ -182,13 +182,6 @@ def test_bad_ref_is_one_line_exit_2(throwaway):
                     "`git log`); fetch it first or check the spelling")
 
 
-def test_too_few_rounds_is_one_line_exit_2(throwaway):
-    repo, _, _ = throwaway
-    line = one_line_error(attnbench(repo, "ab", "HEAD", "HEAD", "suites/tiny.yaml", "--rounds", "4"))
-    assert line == ("attnbench: error: --rounds 4: the signed-rank interval needs at least 8 rounds at 99% "
-                    "confidence; use --rounds 8 or more (default 16)")
-
-
 def test_uncommitted_change_that_would_be_ignored_is_refused(throwaway):
     repo, _, _ = throwaway
     path = repo / "mechanisms" / "swin.py"
@@ -271,13 +264,6 @@ def test_case_longer_than_its_round_budget_gets_the_floor_of_rounds(throwaway, t
     assert "10 rounds (8 for 2 cases whose call outlasts a round's budget)" in proc.stdout
 
 
-def test_too_few_min_rounds_is_one_line_exit_2(throwaway):
-    repo, _, _ = throwaway
-    line = one_line_error(attnbench(repo, "ab", "HEAD", "HEAD", "suites/tiny.yaml", "--min-rounds", "3"))
-    assert line == ("attnbench: error: --min-rounds 3: the signed-rank interval needs at least 8 rounds at 99% "
-                    "confidence; use --min-rounds 8 or more (default 8)")
-
-
 @pytest.mark.slow
 def test_inconclusive_cases_get_confirmation_rounds_and_are_judged_from_them(throwaway, tmp_path):
     """At threshold 0 an A/A case is inconclusive unless all its rounds lean one way (2/256 at 8 rounds),
@@ -322,8 +308,13 @@ def test_inconclusive_cases_get_confirmation_rounds_and_are_judged_from_them(thr
     assert "confirmation round 9/9 done" in proc.stderr
 
 
-def test_too_few_confirmation_rounds_is_one_line_exit_2(throwaway):
+@pytest.mark.parametrize("flag, value, fix", [
+    ("--rounds", "4", "use --rounds 8 or more (default 16)"),
+    ("--min-rounds", "3", "use --min-rounds 8 or more (default 8)"),
+    ("--confirm-rounds", "3", "use --confirm-rounds 8 or more, or 0 to turn confirmation off"),
+])
+def test_too_few_rounds_of_any_kind_is_one_line_exit_2(throwaway, flag, value, fix):
     repo, _, _ = throwaway
-    line = one_line_error(attnbench(repo, "ab", "HEAD", "HEAD", "suites/tiny.yaml", "--confirm-rounds", "3"))
-    assert line == ("attnbench: error: --confirm-rounds 3: the signed-rank interval needs at least 8 rounds at 99% "
-                    "confidence; use --confirm-rounds 8 or more, or 0 to turn confirmation off")
+    line = one_line_error(attnbench(repo, "ab", "HEAD", "HEAD", "suites/tiny.yaml", flag, value))
+    assert line == (f"attnbench: error: {flag} {value}: the signed-rank interval needs at least 8 rounds at 99% "
+                    f"confidence; {fix}")
