@@ -72,6 +72,7 @@ def findings(session: Session, threshold: float, confidence: float) -> Compariso
                            est.ratio, est.ci_low, est.ci_high, est.p_value, note, key))
         out += compare_costs(name, brow, hrow, key)
     b, h = session.sides["base"].ref, session.sides["head"].ref
+    confirmed_cases = confirmation_text(session)
     side_a = b.title + (f" {session.variant[0]}" if session.variant else "")
     side_b = h.title + (f" {session.variant[1]}" if session.variant else "")
     return Comparison(
@@ -80,8 +81,7 @@ def findings(session: Session, threshold: float, confidence: float) -> Compariso
         threshold=threshold, confidence=confidence,
         basis=(f"Latency judged from {rounds_text(session)} of paired measurements per case (base and head measured alternately "
                f"in each round, seed {session.seed}); signed-rank interval of the head/base ratio"
-               + (f"; {confirmation_text(session)}, each judged from its confirmation rounds alone."
-                  if confirmation_text(session) else ".")),
+               + (f"; {confirmed_cases}, each judged from its confirmation rounds alone." if confirmed_cases else ".")),
     )
 
 
@@ -115,10 +115,11 @@ def render(session: Session, comp: Comparison, fmt: str = "text") -> str:
 
     md = fmt == "md"
     b, h = session.sides["base"].ref, session.sides["head"].ref
+    confirmed_cases = confirmation_text(session)
     head = (f"attnbench ab: base {b.title} vs head {h.title}"
             + (f", variant {session.variant[0]} vs {session.variant[1]}" if session.variant else "")
             + f"; {len(session.pairs)} cases x {rounds_text(session)}"
-            + (f" (+ {confirmation_text(session)})" if confirmation_text(session) else "")
+            + (f" (+ {confirmed_cases})" if confirmed_cases else "")
             + f" in {session.wall_s:.0f} s; run {session.run_dir}")
     lines = [f"_{head}_" if md else head, ""]
     for n in session.notes:
