@@ -19,8 +19,8 @@ How a session runs:
    one long-lived worker per side, slide's latency differed by 51 % between two identical trees,
    consistently in all 10 rounds. Fresh processes per round turn that bias into between-round
    noise, which the interval sees, instead of a false regression. The workers are forked from a
-   server that has imported torch (``worker_context``), so a fresh pair costs about 0.3 s per round
-   here instead of two interpreter start-ups of about 1.5 s each.
+   server that has imported torch and the harness (``worker_context``, ``FORKSERVER_PRELOAD``), so
+   a fresh worker is ready in about 0.1 s here instead of an interpreter start-up of about 1.5 s.
 4. Rounds: every round visits its cases in a fresh seeded random order; per case the side order
    runs AB, BA, BA, AB, ... over the case's rounds from a seeded random start (ABBA
    counterbalancing cancels a linear drift and any first-measured advantage). The schedule is
@@ -235,21 +235,39 @@ def rounds_for_call(call_s: float, round_budget_s: float, rounds: int, floor: in
 
 
 # -------------------------------------------------------------------------------------- workers
+# What the fork server imports before it forks a worker: what every worker would otherwise import
+# again in every round, and nothing from a side's tree (each side's ``mechanisms/`` and plugins are
+# imported after the fork, from that side's checkout; tests/test_ab_staged.py checks this list
+# imports none of them). Measured here, in a fresh worker: torch's benchmark timer pulls in
+# ``torch.utils.cpp_extension`` (~0.25 s), and the first ``backward(grad)`` imports sympy through
+# ``torch.fx.experimental.symbolic_shapes`` (~0.24 s); on the smoke suite, whose rounds are ~0.1 s
+# of timing, that was a third of each round.
+FORKSERVER_PRELOAD = (
+    "torch",
+    "numpy",
+    "torch.utils.benchmark",
+    "torch.fx.experimental.symbolic_shapes",
+    "attnbench.worker",
+    "attnbench.metrics.timing",
+    "attnbench.metrics.workload",
+)
+
+
 def worker_context() -> mp.context.BaseContext:
     """Where workers come from: a fork server that has imported torch, where the platform has one.
 
     Why: every round replaces both sides' workers (see the module docstring), and a spawned
     interpreter spends about 1.5 s here importing torch before it can measure anything; over 10
     rounds that is most of the cost of a short session. A child forked from a server that imported
-    torch (and nothing of ours: each side's ``mechanisms/`` is imported after the fork, from its own
-    tree) is still a fresh process with fresh allocator state, for a few milliseconds. The server
-    never initialises CUDA or an OpenMP pool, so forking it is safe. Without ``forkserver``
-    (Windows), workers are spawned as before.
+    torch and the harness (``FORKSERVER_PRELOAD``, nothing of a side's tree) is still a fresh
+    process with fresh allocator state, for a few milliseconds. The server never initialises CUDA
+    or an OpenMP pool, so forking it is safe. Without ``forkserver`` (Windows), workers are spawned
+    as before.
     """
     if "forkserver" not in mp.get_all_start_methods():
         return mp.get_context("spawn")
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["torch", "numpy"])
+    ctx.set_forkserver_preload(list(FORKSERVER_PRELOAD))
     return ctx
 
 

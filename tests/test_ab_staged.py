@@ -59,3 +59,25 @@ def test_dropping_a_prepared_case_ends_the_worker_cleanly(worker):
     proc = worker.slot.proc
     worker.close()  # what ab does when the other side failed: the prepared case is never timed
     assert not proc.is_alive() and proc.exitcode == 0
+
+
+def test_fork_server_preload_imports_nothing_from_a_side_tree():
+    """Whatever the fork server imports is shared by both sides' workers, so it must hold nothing of
+    ``mechanisms/`` or a plugin: a side's worker would then run the running checkout's copy (or keep
+    references to it) instead of its own tree."""
+    import json
+    import subprocess
+    import sys
+
+    from attnbench.ab import FORKSERVER_PRELOAD
+
+    root = Path(__file__).resolve().parents[1]
+    code = ("import importlib, json, sys\n"
+            f"for name in {list(FORKSERVER_PRELOAD)!r}: importlib.import_module(name)\n"
+            "print(json.dumps({n: getattr(m, '__file__', None) for n, m in list(sys.modules.items())}))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
+    modules = json.loads(out.stdout)
+    assert "torch.utils.benchmark" in modules and "attnbench.worker" in modules
+    from_repo = {n for n, f in modules.items() if f and Path(f).is_absolute() and Path(f).resolve().is_relative_to(root)
+                 and "site-packages" not in Path(f).parts}  # a virtual environment may live in the checkout
+    assert from_repo and all(n == "attnbench" or n.startswith("attnbench.") for n in from_repo), sorted(from_repo)
