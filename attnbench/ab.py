@@ -281,9 +281,11 @@ class SideWorker:
         self.ready = False
         self._ctx = worker_context()
 
-    def launch(self) -> None:
-        """Spawn the process (it imports torch and the side's tree); ``start`` waits for it."""
+    def launch(self, layout_seed: str | None = None) -> None:
+        """Spawn the process (it imports torch and the side's tree) with its memory layout shuffled
+        by ``layout_seed`` (``worker.shuffle_layout``); ``start`` waits for it."""
         if self.slot is None:
+            self.init = replace(self.init, layout_seed=layout_seed)
             self.slot = _Slot(self._ctx, self.init, 10**9)
             self.ready = False
 
@@ -512,6 +514,7 @@ def run_session(base_ref: str, head_ref: str, suite_path: str | Path, *, rounds:
                    "confirm_rounds": "as many as the case had" if confirm_rounds is None else confirm_rounds,
                    "seed": seed,
                    "order": "seeded random case order per round; per case AB,BA,BA,AB,... from a seeded start",
+                   "layout": "every worker's memory layout shuffled, seeded by seed/round/side (worker.shuffle_layout)",
                    "variant": list(variant) if variant else None, "compared_paths": compared,
                    "plugins_outside_repository": outside, "threshold": threshold, "confidence": confidence},
         })
@@ -646,8 +649,8 @@ def _measure(suite: Any, sides: dict[str, Side], pairs: list[Pair], run_dir: Pat
         side's whole job in turn (round 0 has the suite's other metrics too). Other rounds are staged:
         both workers build and warm up at once, untimed, then each side re-warms and is timed alone."""
         p = pairs[i]
-        for w in workers.values():  # both start together (nothing is timed meanwhile) ...
-            w.launch()
+        for s, w in workers.items():  # both start together (nothing is timed meanwhile) ...
+            w.launch(layout_seed=f"{seed}/{r}/{s}")  # a layout of its own per side and round
         for w in workers.values():  # ... and are idle and ready before anything is timed
             w.start()
         cases = {"base": p.base, "head": p.head}

@@ -81,3 +81,27 @@ def test_fork_server_preload_imports_nothing_from_a_side_tree():
     from_repo = {n for n, f in modules.items() if f and Path(f).is_absolute() and Path(f).resolve().is_relative_to(root)
                  and "site-packages" not in Path(f).parts}  # a virtual environment may live in the checkout
     assert from_repo and all(n == "attnbench" or n.startswith("attnbench.") for n in from_repo), sorted(from_repo)
+
+
+def test_layout_padding_is_seeded_and_differs_between_seeds():
+    from attnbench.worker import layout_padding_sizes
+
+    a, b = layout_padding_sizes("0/3/base"), layout_padding_sizes("0/3/head")
+    assert a == layout_padding_sizes("0/3/base")  # a session can be re-run with the same layouts drawn
+    assert a != b
+    for sizes in (a, b):
+        assert 1 <= len(sizes["small"]) < 256 and all(1 <= n < 4096 for n in sizes["small"])
+        assert 4096 <= sizes["heap"] < 128 * 1024 and 1 <= sizes["tensor"] < 64 * 1024
+    heaps = {layout_padding_sizes(f"7/{r}/base")["heap"] for r in range(20)}
+    assert len(heaps) == 20  # a fresh offset every round
+
+
+def test_worker_with_a_shuffled_layout_measures(tmp_path: Path):
+    w = SideWorker(WorkerInit(threads=1, log_path=str(tmp_path / "worker.log")), timeout_s=120)
+    try:
+        w.launch(layout_seed="0/1/head")
+        assert w.init.layout_seed == "0/1/head"
+        assert w.reply(w.send(staged(case("swin", 14, window_size=7)))).status == "prepared"
+        assert w.reply(w.send(GO)).status == "ok"
+    finally:
+        w.close(kill=True)
