@@ -21,6 +21,8 @@ How a session runs:
    noise, which the interval sees, instead of a false regression. The workers are forked from a
    server that has imported torch and the harness (``worker_context``, ``FORKSERVER_PRELOAD``), so
    a fresh worker is ready in about 0.1 s here instead of an interpreter start-up of about 1.5 s.
+   Forked workers would all share one memory layout per side, so each first shuffles its own,
+   seeded by session seed, round and side (``worker.shuffle_layout``), before importing its tree.
 4. Rounds: every round visits its cases in a fresh seeded random order; per case the side order
    runs AB, BA, BA, AB, ... over the case's rounds from a seeded random start (ABBA
    counterbalancing cancels a linear drift and any first-measured advantage). The schedule is
