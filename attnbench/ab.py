@@ -37,12 +37,13 @@ How a session runs:
    fewer rounds (``rounds_for_call``: as many as its whole budget holds calls, never fewer than
    ``--min-rounds``), spread over the whole session; a round cannot time less than one call, so
    at all R rounds such a case would cost R x 2 calls a side where an ordinary run spends one budget.
-6. Confirmation. A case whose paired ratios leave it *inconclusive* (the estimate passes the
-   threshold, the interval holds 1) is timed again, after all rounds, in as many confirmation rounds
-   as it had (``--confirm-rounds``), and judged from those alone (``paired.confirmed_verdict``). A
-   noise burst on one side of two rounds in 16 is enough to hide a real +5 % slowdown, and on a shared
-   machine bursts come and go; the fresh rounds are an independent second look, and only the few
-   inconclusive cases pay for it.
+6. Confirmation. A case whose paired ratios leave it anything but *unchanged* is timed again,
+   after all rounds, in as many confirmation rounds as it had (``--confirm-rounds``)
+   (``paired.confirmed_verdict``). An *inconclusive* one (the estimate passes the threshold, the
+   interval holds 1) is judged from those alone: a noise burst on one side of two rounds in 16 is
+   enough to hide a real +5 % slowdown, and on a shared machine bursts come and go. A *flagged* one
+   keeps its flag unless they contradict it: a suite of 200 cases at 99 % expects one false flag a
+   session, and a check must not fail on one look. Only those few cases pay for the second look.
 7. One run directory: ``results.csv`` with a row per case and side (label ``<label> [base]`` /
    ``[head]``; with ``--variant`` the two labels themselves), ``samples.jsonl`` (blocks and round
    medians), ``env.json`` (both commits, the seed), ``ab.csv`` (verdicts), ``ab.md`` (the report),
@@ -192,8 +193,9 @@ def confirmation_schedule(counts: dict[int, int], first_round: int, seed: int) -
 
 def cases_to_confirm(ratios: dict[int, list[float]], rounds_of: dict[int, int], confirm_rounds: int | None,
                      failed: set[int], threshold: float, confidence: float) -> dict[int, int]:
-    """Pair -> confirmation rounds, for each pair that is inconclusive after its rounds: as many rounds as
-    it had (``confirm_rounds`` None) or ``confirm_rounds``; none when ``confirm_rounds`` is 0."""
+    """Pair -> confirmation rounds, for each pair that is not unchanged after its rounds (inconclusive,
+    or flagged: ``paired.confirmed_verdict``): as many rounds as it had (``confirm_rounds`` None) or
+    ``confirm_rounds``; none when ``confirm_rounds`` is 0."""
     if confirm_rounds == 0:
         return {}
     out = {}
@@ -725,7 +727,7 @@ def _measure(suite: Any, sides: dict[str, Side], pairs: list[Pair], run_dir: Pat
                                   threshold, confidence)
         if counts:
             confirm_total[0] = max(counts.values())
-            log(f"{len(counts)} inconclusive case(s): {confirm_total[0]} confirmation round(s)")
+            log(f"{len(counts)} case(s) not unchanged: {confirm_total[0]} confirmation round(s)")
             extra = confirmation_schedule(counts, rounds, seed)
             _write_schedule(run_dir, schedule + extra, pairs, staged, rounds)
             for w in workers.values():  # a confirmation round is a round: fresh processes

@@ -42,11 +42,11 @@ def rounds_text(session: Session) -> str:
 
 
 def confirmation_text(session: Session) -> str:
-    """"16 confirmation rounds for 2 inconclusive cases", or "" when none was confirmed."""
+    """"16 confirmation rounds for 2 cases", or "" when none was confirmed."""
     confirmed = sorted(len(r) for r in session.confirm_ratios.values() if r)
     if not confirmed:
         return ""
-    return f"{_span(confirmed)} confirmation rounds for {len(confirmed)} inconclusive case{'s' * (len(confirmed) > 1)}"
+    return f"{_span(confirmed)} confirmation rounds for {len(confirmed)} case{'s' * (len(confirmed) > 1)}"
 
 
 def findings(session: Session, threshold: float, confidence: float) -> Comparison:
@@ -81,7 +81,8 @@ def findings(session: Session, threshold: float, confidence: float) -> Compariso
         threshold=threshold, confidence=confidence,
         basis=(f"Latency judged from {rounds_text(session)} of paired measurements per case (base and head measured alternately "
                f"in each round, seed {session.seed}); signed-rank interval of the head/base ratio"
-               + (f"; {confirmed_cases}, each judged from its confirmation rounds alone." if confirmed_cases else ".")),
+               + (f"; {confirmed_cases} not unchanged after their rounds: an inconclusive one judged from its "
+                  "confirmation rounds alone, a flagged one kept unless they contradict it." if confirmed_cases else ".")),
     )
 
 

@@ -10,7 +10,7 @@ and is split evenly over its rounds, so R costs only the per-round warm-up, not 
 The row keeps the median of the round medians as ``latency_ms``, the round count
 (``timing_rounds``) and ``latency_round_cv`` = robust sd of the log round medians (≈ their
 coefficient of variation). Samples: ``latency_ms`` holds every block of every round, and
-``latency_round_ms`` the R round medians. ``attnbench ab`` may time an inconclusive case again in
+``latency_round_ms`` the R round medians. ``attnbench ab`` may time a case again in
 confirmation rounds (``attnbench.paired.confirmed_verdict``); their medians are kept apart, as
 ``latency_confirm_round_ms``, because its verdict judges them apart. The row's latency and round
 spread are over every round.

@@ -132,14 +132,18 @@ def test_ci_recipe_fails_the_check_on_the_slowed_mechanism(throwaway, tmp_path):
              for line in md.splitlines() if line.startswith("| ") and "latency_ms" in line}
     assert table == {("global 14x14 float32 forward", "latency_ms"): "regression",
                      ("swin 14x14 float32 forward", "latency_ms"): "unchanged"}
-    assert f"attnbench ab: base {base[:7]} vs head {head[:7]}; 2 cases x 8 rounds in " in md
+    # the flagged case is checked by 8 confirmation rounds before it fails the check
+    assert f"attnbench ab: base {base[:7]} vs head {head[:7]}; 2 cases x 8 rounds (+ 8 confirmation rounds for 1 case) in " in md
+    assert "; confirmed: regression in 8 confirmation rounds (+" in md
     (run_dir,) = (repo / "ab-results" / "tiny-ab").iterdir()
-    results = pd.read_csv(run_dir / "results.csv")
-    assert sorted(results["label"]) == ["global [base]", "global [head]", "swin [base]", "swin [head]"]
-    assert set(results["status"]) == {"ok"} and set(results["timing_rounds"]) == {8}
+    results = pd.read_csv(run_dir / "results.csv").set_index("label")
+    assert sorted(results.index) == ["global [base]", "global [head]", "swin [base]", "swin [head]"]
+    assert set(results["status"]) == {"ok"}
+    assert results["timing_rounds"].to_dict() == {"global [base]": 16, "global [head]": 16, "swin [base]": 8,
+                                                  "swin [head]": 8}
     schedule = pd.read_csv(run_dir / "schedule.csv")
-    assert len(schedule) == 2 * 2 * 8
-    assert list(schedule["staged"]) == [False] * 4 + [True] * 28  # short calls: staged after round 0
+    assert len(schedule) == 2 * 2 * 8 + 2 * 8 and list(schedule["confirmation"]) == [False] * 32 + [True] * 16
+    assert list(schedule["staged"]) == [False] * 4 + [True] * 44  # short calls: staged after round 0
     env_json = yaml.safe_load((run_dir / "env.json").read_text())
     assert (env_json["ab"]["base_commit"], env_json["ab"]["head_commit"]) == (base, head)
     verdicts = pd.read_csv(run_dir / "ab.csv")
@@ -265,10 +269,10 @@ def test_case_longer_than_its_round_budget_gets_the_floor_of_rounds(throwaway, t
 
 
 @pytest.mark.slow
-def test_inconclusive_cases_get_confirmation_rounds_and_are_judged_from_them(throwaway, tmp_path):
-    """At threshold 0 an A/A case is inconclusive unless all its rounds lean one way (2/256 at 8 rounds),
-    so confirmation runs; every inconclusive case, and only those, gets the rounds asked for, after the
-    session's own rounds, and its verdict is the confirmation rounds' alone."""
+def test_cases_not_unchanged_get_confirmation_rounds_and_are_judged_with_them(throwaway, tmp_path):
+    """At threshold 0 no A/A case is unchanged (it is inconclusive, or flagged when all its rounds lean
+    one way), so confirmation runs; every case that is not unchanged, and only those, gets the rounds
+    asked for, after the session's own rounds, and its verdict is recomputed from both looks."""
     from attnbench.paired import confirmed_verdict, needs_confirmation
     from attnbench.rounds import CONFIRM_SAMPLES, ROUND_SAMPLES
     from attnbench.store import load_run
@@ -304,7 +308,7 @@ def test_inconclusive_cases_get_confirmation_rounds_and_are_judged_from_them(thr
         assert "confirmation rounds" in row["note"]
         assert int(run.results.set_index("case_key").loc[keys["head"], "timing_rounds"]) == 17
     assert confirmed >= 1
-    assert f"2 cases x 8 rounds (+ 9 confirmation rounds for {confirmed} inconclusive case" in proc.stdout
+    assert f"2 cases x 8 rounds (+ 9 confirmation rounds for {confirmed} case" in proc.stdout
     assert "confirmation round 9/9 done" in proc.stderr
 
 
