@@ -33,8 +33,8 @@ measured again in fresh rounds at the end of the session:
   rounds reuses that luck. Judged alone, the confirmation rounds are an independent test.
 - *regression* or *improvement*: the flag stands unless the confirmation rounds contradict it (they
   read *unchanged*, or a change the other way); then the case is *inconclusive*, the two looks
-  disagreeing. Why: a session judges every case, so at (1 - confidence)/2 = 0.5 % a case a suite of
-  200 cases expects one false flag per A/A session (two kernels-suite A/As at 99 %: 0 and 2 of 200,
+  disagreeing. Why: a session judges every case, and at (1 - confidence)/2 = 0.5 % per case a suite
+  of 200 cases expects one false flag per A/A session (two kernels-suite A/As at 99 %: 0 and 2 of 200,
   both +2.4-2.6 % with intervals starting at 1.001-1.003), and a CI check that fails every other
   unchanged pull request is not a gate. A false flag now also needs its confirmation rounds not to
   read unchanged; a real change keeps its flag, since its confirmation reads unchanged only when its

@@ -123,9 +123,10 @@ def shuffle_layout(seed: str) -> None:
     several per cent (cache-set and alignment effects, Mytkowicz et al., "Producing wrong data without
     doing anything obviously wrong!", ASPLOS 2009), so a side could keep a fixed offset for a whole
     session that the paired rounds cannot see. Measured here with an unchanged Swin case paired with
-    an injected +5 % in a two-case suite (as confirmation rounds are): 2 of 10 sessions flagged the
-    unchanged case (+4.9 %, -4.8 %), with its per-round ratios steady at ~0.95 in one of them; with a
-    layout shuffled per worker, 0 of 12, and the +5 % was caught 12 of 12 (docs/regression.md).
+    an injected +5 % in a two-case suite (as confirmation rounds are): 5 of 20 sessions flagged the
+    unchanged case (+4.9 %, -4.8 %, -4.0 %, ...), its per-round ratios steady at one level for a whole
+    session; with a layout shuffled per worker before the side's tree is imported, 0 of 24, and the
+    +5 % was caught 24 of 24 (results/ab-calibration/20261205-002900-layout/).
     Shuffling turns the offset into round-to-round noise, which the interval sees (as STABILIZER
     does, Curtsinger and Berger, ASPLOS 2013). It must run before the side's tree is imported.
     """
