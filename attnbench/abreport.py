@@ -64,10 +64,11 @@ def findings(session: Session, threshold: float, confidence: float) -> Compariso
         ratios, confirm = session.ratios[i], session.confirm_ratios.get(i, [])
         est = confirmed_verdict(ratios, confirm, threshold=threshold, confidence=confidence)
         confirmed = bool(confirm) and needs_confirmation(ratios, threshold=threshold, confidence=confidence)
-        judged = confirm if confirmed else ratios
-        spread = robust_sd(np.log(judged)) if len(judged) >= 2 else math.nan
-        note = est.reason if est.verdict == "inconclusive" or confirmed else (
-            f"{est.n_base} paired rounds, signed-rank p={est.p_value:.2g}, round spread ±{spread:.1%}")
+        if est.verdict == "inconclusive" or confirmed:
+            note = est.reason  # both looks, when there were two
+        else:
+            spread = robust_sd(np.log(ratios)) if len(ratios) >= 2 else math.nan
+            note = f"{est.n_base} paired rounds, signed-rank p={est.p_value:.2g}, round spread ±{spread:.1%}"
         out.append(Finding(name, "latency_ms", _num(brow.get("latency_ms")), _num(hrow.get("latency_ms")), est.verdict,
                            est.ratio, est.ci_low, est.ci_high, est.p_value, note, key))
         out += compare_costs(name, brow, hrow, key)

@@ -304,7 +304,7 @@ def analyze(work: Path, out: Path, log, command: str) -> str:
           "independent). The slow commit repeats global attention's forward 21 (inj5) or 22 (inj10) instead of 20 times "
           "per call; nothing else changes. Verdicts are recomputed from the stored samples at each threshold. "
           f"ab's sessions ran at {session_settings(aa_s + det_s)}: a case "
-          "inconclusive there got confirmation rounds "
+          "not unchanged there (inconclusive, or flagged) got confirmation rounds "
           f"(A/A: {confirmed['A/A']} of {len(aa['ab'])} cases, detection: {confirmed['detection']} of "
           f"{len(det['ab'])}). At a higher threshold the recomputed verdict is exact (a case inconclusive at 3 % is "
           "inconclusive at 2 %); at another confidence a case inconclusive there but not at the sessions' has no "
