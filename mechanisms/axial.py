@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .base import AttentionBase, AttentionPattern, MaskRule, attend, total
+from .base import AttentionBase, AttentionPattern, MaskRule, attend, split_branches, total
 from .flex import FlexSpec
 from .registry import register
 
@@ -48,13 +48,13 @@ class AxialAttention(AttentionBase):
     def _forward_native(self, x: Tensor) -> Tensor:
         B, H, W, C = x.shape
         half, d = self.num_heads // 2, self.head_dim
-        qkv = self.qkv(x).view(B, H, W, 3, self.num_heads, d)
+        first, second = split_branches(self.qkv(x).view(B, H, W, 3, self.num_heads, d), -2)
         # Rows: (B*H) sequences of W tokens on heads [0, half).
-        q, k, v = qkv[..., :half, :].permute(3, 0, 1, 4, 2, 5).reshape(3, B * H, half, W, d).unbind(0)
+        q, k, v = first.permute(3, 0, 1, 4, 2, 5).reshape(3, B * H, half, W, d).unbind(0)
         rows = attend(q, k, v, scale=self.scale, dropout_p=self._dropout_p())  # B*H, half, W, d
         rows = rows.view(B, H, half, W, d).permute(0, 1, 3, 2, 4).reshape(B, H, W, C // 2)
         # Columns: (B*W) sequences of H tokens on heads [half, heads).
-        q, k, v = qkv[..., half:, :].permute(3, 0, 2, 4, 1, 5).reshape(3, B * W, half, H, d).unbind(0)
+        q, k, v = second.permute(3, 0, 2, 4, 1, 5).reshape(3, B * W, half, H, d).unbind(0)
         cols = attend(q, k, v, scale=self.scale, dropout_p=self._dropout_p())  # B*W, half, H, d
         cols = cols.view(B, W, half, H, d).permute(0, 3, 1, 2, 4).reshape(B, H, W, C // 2)
         return torch.cat([rows, cols], dim=-1)

@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from .projection import Projection
 from .reference import DenseForm
 
 # Memory one block of the ``masked`` backend may hold (see ``AttentionBase._forward_masked``).
@@ -113,6 +114,21 @@ def valid_token_map(H: int, W: int, Hp: int, Wp: int, device: torch.device | str
     rows = torch.arange(Hp, device=device)[:, None] < H
     cols = torch.arange(Wp, device=device)[None, :] < W
     return rows & cols
+
+
+def split_branches(x: Tensor, dim: int) -> tuple[Tensor, Tensor]:
+    """The two halves of ``x`` along ``dim`` (the heads of a two-branch mechanism), as views.
+
+    Why not two slices: a slice's backward allocates a zero tensor of the whole input and copies the
+    gradient into its half, so two slices cost two full-size fills, two copies and a sum in training;
+    ``unbind``'s backward stacks both halves' gradients into one tensor.
+    """
+    size = x.shape[dim]
+    if size % 2:
+        raise ValueError(f"split_branches: size {size} along dim {dim} is odd")
+    dim = dim % x.dim()
+    first, second = x.view(*x.shape[:dim], 2, size // 2, *x.shape[dim + 1:]).unbind(dim)
+    return first, second
 
 
 def window_partition(x: Tensor, wh: int, ww: int) -> Tensor:
@@ -227,8 +243,8 @@ class AttentionBase(nn.Module):
         self.scale = self.head_dim**-0.5
         self.backend = backend
         self.attn_drop = attn_drop
-        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias, **dd)
-        self.proj = nn.Linear(dim, dim, **dd)
+        self.qkv = Projection(dim, 3 * dim, bias=qkv_bias, **dd)  # nn.Linear; oneDNN at inference on CPU
+        self.proj = Projection(dim, dim, **dd)
         self.proj_drop = nn.Dropout(proj_drop)
 
     # ----------------------------------------------------------------------------------- forward

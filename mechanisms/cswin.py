@@ -22,6 +22,7 @@ from .base import (
     attend,
     ceil_div,
     pad_to_multiple,
+    split_branches,
     total,
     valid_token_map,
     window_partition,
@@ -96,18 +97,24 @@ class CSWinAttention(AttentionBase):
         half = self.num_heads // 2
         qkv = self.qkv(x).view(B, H, W, 3, self.num_heads, self.head_dim)
         (vh, vw), (hh, hw) = self.stripe_shapes(H, W)
-        vertical = self._stripes(qkv[..., :half, :], self.lepe[0], vh, vw)  # B, H, W, C/2
-        horizontal = self._stripes(qkv[..., half:, :], self.lepe[1], hh, hw)  # B, H, W, C/2
+        first, second = split_branches(qkv, -2)  # B, H, W, 3, heads/2, d each
+        vertical = self._stripes(first, self.lepe[0], vh, vw)  # B, H, W, C/2
+        horizontal = self._stripes(second, self.lepe[1], hh, hw)  # B, H, W, C/2
         return torch.cat([vertical, horizontal], dim=-1)
 
     def _stripes(self, qkv: Tensor, lepe: nn.Conv2d, sh: int, sw: int) -> Tensor:
         """Attention + LePE inside sh x sw stripes for one branch; qkv: (B, H, W, 3, h, d)."""
         B, H, W, _, h, d = qkv.shape
-        x, pad_h, pad_w = pad_to_multiple(qkv.reshape(B, H, W, 3 * h * d), sh, sw)  # zeros on the padding
-        Hp, Wp = H + pad_h, W + pad_w
         T = sh * sw
-        stripes = window_partition(x, sh, sw)  # B*nS, T, 3*h*d
-        q, k, v = stripes.view(-1, T, 3, h, d).permute(2, 0, 3, 1, 4).unbind(0)  # B*nS, h, T, d
+        if H % sh or W % sw:
+            x, pad_h, pad_w = pad_to_multiple(qkv.reshape(B, H, W, 3 * h * d), sh, sw)  # zeros on the padding
+            stripes = window_partition(x, sh, sw).view(-1, T, 3, h, d)
+        else:  # cut this branch's heads out of the projection in the same copy as the stripes (no copy at all
+            pad_h = pad_w = 0  # for full-width horizontal stripes, which are already contiguous rows)
+            stripes = (qkv.view(B, H // sh, sh, W // sw, sw, 3, h, d).permute(0, 1, 3, 2, 4, 5, 6, 7)
+                       .reshape(-1, T, 3, h, d))
+        Hp, Wp = H + pad_h, W + pad_w
+        q, k, v = stripes.permute(2, 0, 3, 1, 4).unbind(0)  # B*nS, h, T, d
         mask = None
         if pad_h or pad_w:
             real = window_partition(valid_token_map(H, W, Hp, Wp, x.device)[None, :, :, None], sh, sw)  # nS, T, 1

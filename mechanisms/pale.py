@@ -16,8 +16,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import AttentionBase, AttentionPattern, attend, ceil_div, to_2tuple, total, trunc_normal_
+from .base import AttentionBase, AttentionPattern, attend, ceil_div, split_branches, to_2tuple, total, trunc_normal_
 from .flex import FlexSpec
+from .projection import linear
 from .registry import register
 
 
@@ -151,7 +152,7 @@ class PaleAttention(AttentionBase):
         conv = self.dwconv.weight.view(C, 3, 1, 3, 3)
         weight = self.qkv.weight.view(3, C, C)
         bias = self.qkv.bias.view(3, C) if self.qkv.bias is not None else [None] * 3
-        out = [F.linear(F.conv2d(maps, conv[:, j].contiguous(), padding=1, groups=C).permute(0, 2, 3, 1), weight[j], bias[j])
+        out = [linear(F.conv2d(maps, conv[:, j].contiguous(), padding=1, groups=C).permute(0, 2, 3, 1), weight[j], bias[j])
                for j in range(3)]
         return torch.stack(out).view(3, B, H, W, self.num_heads, self.head_dim)
 
@@ -168,8 +169,9 @@ class PaleAttention(AttentionBase):
         half = self.num_heads // 2
         qkv = self._project(x)  # 3, B, H, W, heads, d
         p = self._dropout_p()
-        rows = _attend_interlaced(qkv[..., :half, :], s_r, self.scale, p)  # B, H, W, heads/2, d
-        cols = _attend_interlaced(qkv[..., half:, :].transpose(2, 3), s_c, self.scale, p).transpose(1, 2)
+        first, second = split_branches(qkv, -2)  # 3, B, H, W, heads/2, d each
+        rows = _attend_interlaced(first, s_r, self.scale, p)  # B, H, W, heads/2, d
+        cols = _attend_interlaced(second.transpose(2, 3), s_c, self.scale, p).transpose(1, 2)
         return torch.cat([rows, cols], dim=3).reshape(B, H, W, C)
 
     # ------------------------------------------------------------------------- what it attends

@@ -123,12 +123,23 @@ def _cpu_flash_backward_flops(grad_out_shape, q_shape, k_shape, v_shape, *args: 
     return 2 * macs
 
 
+def _onednn_linear_flops(x_shape, w_shape, *args: Any, **kwargs: Any) -> int:
+    # oneDNN's linear (mechanisms.projection at inference on CPU): x (..., K) @ wᵀ (K, N); the bias is
+    # not counted, as for addmm.
+    return 2 * math.prod(int(s) for s in x_shape[:-1]) * int(w_shape[0]) * int(w_shape[1])
+
+
 def _custom_mapping() -> dict[Any, Any]:
     aten = torch.ops.aten
-    return {
+    mapping = {
         aten._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_forward_flops,
         aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_flash_backward_flops,
     }
+    from mechanisms.projection import onednn_linear_available
+
+    if onednn_linear_available():
+        mapping[torch.ops.mkldnn._linear_pointwise] = _onednn_linear_flops
+    return mapping
 
 
 def flop_counter_macs(module: nn.Module, inputs: Any, backward: bool = False) -> tuple[int, dict[str, int]]:
