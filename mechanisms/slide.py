@@ -209,14 +209,21 @@ class SlideAttention(AttentionBase):
         N = H * W
         mats = self.shift_matrices_by_branch()
         g = Geometry(B=B, heads=h, d=d, H=H, W=W, ks=ks, branches=len(mats), scale=self.scale)
-        qkv = torch.bmm(self.qkv.weight.expand(B, -1, -1), x.reshape(B, N, C).transpose(1, 2))  # B, 3C, N
-        bias_in_place = self.qkv.bias is not None and not torch.is_grad_enabled()
-        if self.qkv.bias is not None and not bias_in_place:  # autograd: an in-place add on a slice would
-            qkv = qkv + self.qkv.bias[:, None]  # cost a full-size gradient copy in backward
-        maps = F.pad(qkv, (g.pad, g.pad))
-        del qkv  # the padded copy replaces it (one 3C map alive, not two)
-        if bias_in_place:  # on the real positions only: the padding stays zero
-            maps[..., g.pad : g.pad + N] += self.qkv.bias[:, None]
+        tokens = x.reshape(B, N, C)
+        if torch.is_grad_enabled() or torch.jit.is_tracing():  # (fvcore's jit handles take no out= GEMM)
+            qkv = torch.bmm(self.qkv.weight.expand(B, -1, -1), tokens.transpose(1, 2))  # B, 3C, N
+            if self.qkv.bias is not None:  # autograd: an in-place add on a slice would cost a full-size
+                qkv = qkv + self.qkv.bias[:, None]  # gradient copy in backward
+            maps = F.pad(qkv, (g.pad, g.pad))
+            del qkv  # the padded copy replaces it (one 3C map alive, not two)
+        else:  # GEMMs straight into the padded maps: padding a finished projection was a second pass
+            maps = x.new_empty(B, 3 * C, N + 2 * g.pad)  # over it (a tenth of Slide's time at 112²)
+            maps[..., : g.pad].zero_()
+            maps[..., g.pad + N :].zero_()
+            for b in range(B):  # mm takes a strided output in place; bmm copied it
+                torch.mm(self.qkv.weight, tokens[b].t(), out=maps[b, :, g.pad : g.pad + N])
+            if self.qkv.bias is not None:  # on the real positions only: the padding stays zero
+                maps[..., g.pad : g.pad + N] += self.qkv.bias[:, None]
         maps = maps.view(B, 3, h, d, N + 2 * g.pad)
         _, bias = self.shift_weight_bias()  # (d, k²): the branches' biases summed
         key_bias = (bias.t()[None] + self.relative_position_bias[:, :, None]) * self.scale  # h, k², d
