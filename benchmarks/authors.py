@@ -13,9 +13,12 @@ rounding, checked by ``check()``), written from the facts, not copied:
   to the keys; logits are an elementwise q·k product summed over channels, softmax over the k² offsets,
   and the output an elementwise attn·v sum over the offsets (no permute to (N, d, k²), no 1×d matmuls).
   Deploy form: the same computation with the one merged conv.
-- CSWin: per branch, q/k/v are cut into stripes by view + permute of the channels-first map (their
-  img2windows), LePE is the depthwise conv on V's stripes, attention is explicit (q·kᵀ, softmax, ·v)
-  plus LePE, and the stripes are put back with the inverse permute.
+- CSWin (issue 11 records nothing about it; the facts here are the released file's sequence of
+  operations): per branch, q/k/v are token-major slices of the qkv projection, each transposed to a
+  channels-first map and cut into stripes by view + permute (their img2windows), every step followed by
+  ``.contiguous()``; LePE is the depthwise conv on V's stripes; attention is explicit (q·kᵀ, softmax,
+  ·v) plus LePE; the stripes are put back with the inverse permute, the branches concatenated, then
+  proj.
 """
 from __future__ import annotations
 
@@ -84,32 +87,40 @@ def slide(m, x: Tensor) -> Tensor:
     return m.proj(out)
 
 
-def _stripes(t: Tensor, sh: int, sw: int) -> Tensor:
-    """(B, C', H, W) -> (B·nS, sh·sw, C'): their img2windows."""
-    B, Cb, H, W = t.shape
-    t = t.view(B, Cb, H // sh, sh, W // sw, sw).permute(0, 2, 4, 3, 5, 1)
-    return t.reshape(-1, sh * sw, Cb)
+def _contiguous_stripes(maps: Tensor, sh: int, sw: int) -> Tensor:
+    """(B, C', H, W) -> (B·nS, sh·sw, C'), materialised (their img2windows ends in ``.contiguous()``)."""
+    B, Cb, H, W = maps.shape
+    return maps.view(B, Cb, H // sh, sh, W // sw, sw).permute(0, 2, 4, 3, 5, 1).contiguous().reshape(-1, sh * sw, Cb)
 
 
 def cswin(m, x: Tensor) -> Tensor:
-    """CSWin as released: explicit attention in stripes per branch, LePE on V's stripes."""
+    """CSWin as released: explicit attention in stripes per branch, LePE on V's stripes.
+
+    The released branch materialises each step: every token-major -> channels-first transpose, every
+    stripe cut, the head split of q and k, and V and LePE in (heads, tokens, d) order are followed by
+    ``.contiguous()``, and so are they here (the copies are part of the computation being measured; an
+    earlier version of this yardstick let them stay views, which made it ~1.3x faster than the released
+    code at sw=1).
+    """
     B, H, W, C = x.shape
     h, d, half = m.num_heads // 2, m.head_dim, C // 2
-    qkv = m.qkv(x.reshape(B, H * W, C)).reshape(B, H * W, 3, C)
+    qkv = m.qkv(x.reshape(B, H * W, C)).reshape(B, H * W, 3, C).permute(2, 0, 1, 3)  # 3, B, L, C
     (vh, vw), (hh, hw) = m.stripe_shapes(H, W)
     outs = []
     for branch, (sh, sw) in enumerate(((vh, vw), (hh, hw))):
-        part = qkv[..., branch * half : (branch + 1) * half]
-        maps = [part[:, :, i].transpose(-2, -1).reshape(B, half, H, W) for i in range(3)]
-        q, k = (_stripes(t, sh, sw).reshape(-1, sh * sw, h, d).permute(0, 2, 1, 3) for t in maps[:2])
-        vs = maps[2].view(B, half, H // sh, sh, W // sw, sw).permute(0, 2, 4, 1, 3, 5).reshape(-1, half, sh, sw)
-        lepe = m.lepe[branch](vs).reshape(-1, h, d, sh * sw).permute(0, 1, 3, 2)
-        v = vs.reshape(-1, h, d, sh * sw).permute(0, 1, 3, 2)
+        q, k, v = (qkv[i][..., branch * half : (branch + 1) * half] for i in range(3))  # B, L, C/2 views
+        T = sh * sw
+        q, k = (_contiguous_stripes(t.transpose(-2, -1).contiguous().view(B, half, H, W), sh, sw)
+                .reshape(-1, T, h, d).permute(0, 2, 1, 3).contiguous() for t in (q, k))
+        vs = (v.transpose(-2, -1).contiguous().view(B, half, H // sh, sh, W // sw, sw)
+              .permute(0, 2, 4, 1, 3, 5).contiguous().reshape(-1, half, sh, sw))
+        lepe = m.lepe[branch](vs).reshape(-1, h, d, T).permute(0, 1, 3, 2).contiguous()
+        v = vs.reshape(-1, h, d, T).permute(0, 1, 3, 2).contiguous()
         attn = ((q * m.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
-        out = (attn @ v + lepe).transpose(1, 2).reshape(-1, sh * sw, half)
-        out = out.view(B, H // sh, W // sw, sh, sw, half).permute(0, 1, 3, 2, 4, 5).reshape(B, H, W, half)
+        out = (attn @ v + lepe).transpose(1, 2).reshape(-1, T, half)
+        out = out.view(B, H // sh, W // sw, sh, sw, half).permute(0, 1, 3, 2, 4, 5).contiguous().view(B, H * W, half)
         outs.append(out)
-    return m.proj(torch.cat(outs, dim=-1))
+    return m.proj(torch.cat(outs, dim=-1)).view(B, H, W, C)
 
 
 YARDSTICKS = {"swin": swin, "slide": slide, "cswin": cswin}
