@@ -43,10 +43,10 @@ def onednn_linear_available() -> bool:
 
 def uses_onednn(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> bool:
     """True when ``linear(x, weight, bias)`` takes oneDNN's path (see the module docstring)."""
-    if torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.is_autocast_enabled(x.device.type):
+    limit = ONEDNN_MAX_IN_FEATURES.get((x.device.type, x.dtype))  # first: meta has no autocast state
+    if limit is None or torch.jit.is_tracing() or torch.compiler.is_compiling():
         return False
-    limit = ONEDNN_MAX_IN_FEATURES.get((x.device.type, x.dtype))
-    if limit is None or weight.shape[-1] > limit or weight.dtype != x.dtype:
+    if torch.is_autocast_enabled(x.device.type) or weight.shape[-1] > limit or weight.dtype != x.dtype:
         return False
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)):
         return False

@@ -44,6 +44,11 @@ def test_training_and_tracing_keep_f_linear():
     assert not uses_onednn(x, layer.weight, layer.bias)  # grad enabled and the weight requires it
     assert not uses_onednn(x.double(), layer.weight.double())  # oneDNN does not take float64
     with torch.no_grad():
+        meta = layer.to("meta")
+        assert not uses_onednn(torch.empty(3, 64, device="meta"), meta.weight, meta.bias)  # counting on meta
+        assert meta(torch.empty(3, 64, device="meta")).shape == (3, 96)
+    layer = _layer()
+    with torch.no_grad():
         assert not uses_onednn(x, torch.randn(96, 512), None) or projection.ONEDNN_MAX_IN_FEATURES[("cpu", torch.float32)] >= 512
         with torch.autocast("cpu", dtype=torch.bfloat16):
             assert not uses_onednn(x, layer.weight, layer.bias)
