@@ -26,7 +26,7 @@ from .base import AttentionBase, AttentionPattern, attend, is_int, total, trunc_
 from .reference import DenseForm
 from .flex import FlexSpec
 from .registry import register
-from .slide_kernel import ROW_BLOCK_ELEMENTS_TRAIN, Geometry, inference_block_elements, slide_attention
+from .slide_kernel import Geometry, inference_block_elements, slide_attention, train_block_elements
 
 
 def window_rule(radius: int):
@@ -373,7 +373,7 @@ class SlideAttention(AttentionBase):
             maps = 3 * batch * C * (N + 2 * (r * W + r)) * element_size
             attn = k2 * batch * h * N * element_size
             products = k2 * batch * C * N
-            block = (min(ROW_BLOCK_ELEMENTS_TRAIN, products) if train else inference_block_elements(products)) * element_size
+            block = (train_block_elements(products) if train else inference_block_elements(products)) * element_size
             return maps * (2 if train else 1) + attn * (2 if train else 1) + block * (6 if train else 2)
         if self.backend == "im2col":
             return slots * keep

@@ -33,10 +33,15 @@ from torch import Tensor
 
 # Elements of one row block's products (B·C·k²·rows·W): about 4 MiB in fp32 for inference, cache-sized
 # and small next to the map itself at every size we benchmark. Training holds about five such
-# temporaries per block in the backward, so its blocks are a quarter of that (peak memory within 2x
-# Swin's at 56², where a step's other tensors are small).
+# temporaries per block in the backward, so its blocks are half that at most, and at most an eighth of
+# the map's products but not under a quarter of the inference block (peak memory within 2x Swin's at
+# 56², where a step's other tensors are small). Measured on the 2-core Xeon, deploy form, forward +
+# backward, 5 interleaved repeats (/tmp/k/slidetrainblk.py): 256 / 512 Ki / 1 / 2 Mi-element blocks
+# took 97.8 / 78.3 / 85.4 / 95.8 ms at 28², C=192, B=4; 69.0 / 61.0 / 68.6 / 84.2 at 56², C=96, B=2;
+# 76.4 / 67.7 / 76.8 / 93.6 at 112², C=64, B=1. A block is one operation per offset, so small ones pay
+# per-call overhead, and large ones fall out of the cache.
 ROW_BLOCK_ELEMENTS = 1 << 20
-ROW_BLOCK_ELEMENTS_TRAIN = 1 << 18
+ROW_BLOCK_ELEMENTS_TRAIN = 1 << 19
 # ... and in inference at most an eighth of the whole map's products. Measured on the 2-core Xeon,
 # deploy form, dim 64, 2 heads, batch 1 (/tmp/slide_budget.py, 3 repeats): at 56² two 1 Mi-element
 # blocks took 6.5-8.6 ms and 8.5-12.5 MiB, seven blocks of 256 Ki 5.3-5.5 ms and 5.5 MiB; at 112² and
@@ -47,6 +52,11 @@ MIN_BLOCKS = 8
 def inference_block_elements(total: int) -> int:
     """Product elements of one inference row block, for a map whose products total ``total``."""
     return min(ROW_BLOCK_ELEMENTS, max(1, total // MIN_BLOCKS))
+
+
+def train_block_elements(total: int) -> int:
+    """Product elements of one training row block, for a map whose products total ``total``."""
+    return min(ROW_BLOCK_ELEMENTS_TRAIN, max(ROW_BLOCK_ELEMENTS_TRAIN // 2, total // MIN_BLOCKS))
 
 
 @dataclass(frozen=True)
@@ -78,10 +88,14 @@ class Geometry:
         """Start of offset j's slice relative to the block's first padded position."""
         return [(j // self.ks) * self.W + j % self.ks for j in range(self.k2)]
 
-    def blocks(self, budget: int | None = None) -> list[tuple[int, int]]:
-        """(first position, positions) of each row block of about ``budget`` product elements."""
+    def blocks(self, budget: int | str | None = None) -> list[tuple[int, int]]:
+        """(first position, positions) of each row block of about ``budget`` product elements (None: the
+        inference block for this map, "train": the training block)."""
         per_row = max(1, self.B * self.heads * self.d * self.k2 * self.W)
-        budget = inference_block_elements(per_row * self.H) if budget is None else budget
+        if budget is None:
+            budget = inference_block_elements(per_row * self.H)
+        elif budget == "train":
+            budget = train_block_elements(per_row * self.H)
         rows = max(1, min(self.H, budget // per_row))
         return [(r0 * self.W, (min(self.H, r0 + rows) - r0) * self.W) for r0 in range(0, self.H, rows)]
 
@@ -160,7 +174,7 @@ def forward_block(maps: Tensor, weight_k: Tensor, weight_v: Tensor, key_bias: Te
 
 
 def forward_blocks(maps: Tensor, weight_k: Tensor, weight_v: Tensor, key_bias: Tensor, value_bias: Tensor,
-                   g: Geometry, attn_all: Tensor | None = None, budget: int | None = None) -> Tensor:
+                   g: Geometry, attn_all: Tensor | None = None, budget: int | str | None = None) -> Tensor:
     """(B, h, d, H·W) without autograd; the attention weights go to ``attn_all`` (k², B, h, H·W) if given."""
     keep = g.keep(maps.device, maps.dtype)
     out = maps.new_empty(g.B, g.heads, g.d, g.H * g.W)
@@ -179,7 +193,7 @@ class SlideCore(torch.autograd.Function):
     def forward(ctx, maps: Tensor, weight_k: Tensor, weight_v: Tensor, key_bias: Tensor, value_bias: Tensor,
                 g: Geometry) -> Tensor:
         attn_all = maps.new_empty(g.k2, g.B, g.heads, g.H * g.W)
-        out = forward_blocks(maps, weight_k, weight_v, key_bias, value_bias, g, attn_all, ROW_BLOCK_ELEMENTS_TRAIN)
+        out = forward_blocks(maps, weight_k, weight_v, key_bias, value_bias, g, attn_all, "train")
         ctx.save_for_backward(maps, weight_k, weight_v, key_bias, value_bias, attn_all)
         ctx.g = g
         return out
@@ -193,7 +207,7 @@ class SlideCore(torch.autograd.Function):
         d_wk, d_wv = torch.zeros_like(weight_k), torch.zeros_like(weight_v)
         d_kb, d_vb = torch.zeros_like(key_bias), torch.zeros_like(value_bias)
         D, R = g.d * g.k2, g.branches * g.k2
-        for at, n in g.blocks(ROW_BLOCK_ELEMENTS_TRAIN):
+        for at, n in g.blocks("train"):
             M = g.B * g.heads * n
             q, keys, values = _views(maps, g, at, n)
             dq, dkeys, dvalues = _views(d_maps, g, at, n)
@@ -242,7 +256,7 @@ def slide_rows_autograd(maps: Tensor, weight_k: Tensor, weight_v: Tensor, key_bi
     attention dropout, which the hand-written backward does not implement, and under torch.compile."""
     keep = g.keep(maps.device, maps.dtype)
     outs = []
-    for at, n in g.blocks(ROW_BLOCK_ELEMENTS_TRAIN):
+    for at, n in g.blocks("train"):
         q, keys, values = _views(maps, g, at, n)
         q_by_dx = [q if b == g.r else _masked(q, keep[b], g, n) for b in range(g.ks)]
         u = torch.stack([k * q_by_dx[j % g.ks] for j, k in enumerate(keys)], 1)
