@@ -23,7 +23,6 @@ rounding, checked by ``check()``), written from the facts, not copied:
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 _SWIN_MASKS: dict[tuple, Tensor] = {}

@@ -94,7 +94,6 @@ class CSWinAttention(AttentionBase):
 
     def _forward_native(self, x: Tensor) -> Tensor:
         B, H, W, C = x.shape
-        half = self.num_heads // 2
         qkv = self.qkv(x).view(B, H, W, 3, self.num_heads, self.head_dim)
         (vh, vw), (hh, hw) = self.stripe_shapes(H, W)
         first, second = split_branches(qkv, -2)  # B, H, W, 3, heads/2, d each

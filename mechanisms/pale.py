@@ -165,7 +165,6 @@ class PaleAttention(AttentionBase):
     def _forward_native(self, x: Tensor) -> Tensor:
         B, H, W, C = x.shape
         s_r, s_c = self.pale_size
-        half = self.num_heads // 2
         p = self._dropout_p()
         halves = [split_branches(t, -2) for t in self._project(x)]  # (B, H, W, heads/2, d) x 2, for q, k, v
         rows = _attend_interlaced([t[0] for t in halves], s_r, self.scale, p)  # B, H, W, heads/2, d

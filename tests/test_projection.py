@@ -49,7 +49,6 @@ def test_training_and_tracing_keep_f_linear():
         assert meta(torch.empty(3, 64, device="meta")).shape == (3, 96)
     layer = _layer()
     with torch.no_grad():
-        assert not uses_onednn(x, torch.randn(96, 512), None) or projection.ONEDNN_MAX_IN_FEATURES[("cpu", torch.float32)] >= 512
         with torch.autocast("cpu", dtype=torch.bfloat16):
             assert not uses_onednn(x, layer.weight, layer.bias)
     y = layer(x.requires_grad_(True))
