@@ -88,14 +88,10 @@ class Geometry:
         """Start of offset j's slice relative to the block's first padded position."""
         return [(j // self.ks) * self.W + j % self.ks for j in range(self.k2)]
 
-    def blocks(self, budget: int | str | None = None) -> list[tuple[int, int]]:
-        """(first position, positions) of each row block of about ``budget`` product elements (None: the
-        inference block for this map, "train": the training block)."""
+    def blocks(self, train: bool = False) -> list[tuple[int, int]]:
+        """(first position, positions) of each row block: the training or the inference block for this map."""
         per_row = max(1, self.B * self.heads * self.d * self.k2 * self.W)
-        if budget is None:
-            budget = inference_block_elements(per_row * self.H)
-        elif budget == "train":
-            budget = train_block_elements(per_row * self.H)
+        budget = (train_block_elements if train else inference_block_elements)(per_row * self.H)
         rows = max(1, min(self.H, budget // per_row))
         return [(r0 * self.W, (min(self.H, r0 + rows) - r0) * self.W) for r0 in range(0, self.H, rows)]
 
@@ -174,11 +170,11 @@ def forward_block(maps: Tensor, weight_k: Tensor, weight_v: Tensor, key_bias: Te
 
 
 def forward_blocks(maps: Tensor, weight_k: Tensor, weight_v: Tensor, key_bias: Tensor, value_bias: Tensor,
-                   g: Geometry, attn_all: Tensor | None = None, budget: int | str | None = None) -> Tensor:
+                   g: Geometry, attn_all: Tensor | None = None, train: bool = False) -> Tensor:
     """(B, h, d, H·W) without autograd; the attention weights go to ``attn_all`` (k², B, h, H·W) if given."""
     keep = g.keep(maps.device, maps.dtype)
     out = maps.new_empty(g.B, g.heads, g.d, g.H * g.W)
-    for at, n in g.blocks(budget):
+    for at, n in g.blocks(train):
         o, a = forward_block(maps, weight_k, weight_v, key_bias, value_bias, g, keep, at, n)
         out[..., at : at + n] = o.permute(1, 2, 0, 3)
         if attn_all is not None:
@@ -193,7 +189,7 @@ class SlideCore(torch.autograd.Function):
     def forward(ctx, maps: Tensor, weight_k: Tensor, weight_v: Tensor, key_bias: Tensor, value_bias: Tensor,
                 g: Geometry) -> Tensor:
         attn_all = maps.new_empty(g.k2, g.B, g.heads, g.H * g.W)
-        out = forward_blocks(maps, weight_k, weight_v, key_bias, value_bias, g, attn_all, "train")
+        out = forward_blocks(maps, weight_k, weight_v, key_bias, value_bias, g, attn_all, train=True)
         ctx.save_for_backward(maps, weight_k, weight_v, key_bias, value_bias, attn_all)
         ctx.g = g
         return out
@@ -207,7 +203,7 @@ class SlideCore(torch.autograd.Function):
         d_wk, d_wv = torch.zeros_like(weight_k), torch.zeros_like(weight_v)
         d_kb, d_vb = torch.zeros_like(key_bias), torch.zeros_like(value_bias)
         D, R = g.d * g.k2, g.branches * g.k2
-        for at, n in g.blocks("train"):
+        for at, n in g.blocks(train=True):
             M = g.B * g.heads * n
             q, keys, values = _views(maps, g, at, n)
             dq, dkeys, dvalues = _views(d_maps, g, at, n)
@@ -256,7 +252,7 @@ def slide_rows_autograd(maps: Tensor, weight_k: Tensor, weight_v: Tensor, key_bi
     attention dropout, which the hand-written backward does not implement, and under torch.compile."""
     keep = g.keep(maps.device, maps.dtype)
     outs = []
-    for at, n in g.blocks("train"):
+    for at, n in g.blocks(train=True):
         q, keys, values = _views(maps, g, at, n)
         q_by_dx = [q if b == g.r else _masked(q, keep[b], g, n) for b in range(g.ks)]
         u = torch.stack([k * q_by_dx[j % g.ks] for j, k in enumerate(keys)], 1)
